@@ -38,7 +38,7 @@ function record(name, counts, code) {
 }
 
 // 1. Type check, one project at a time (each counts as one check).
-for (const project of ["control-plane", "gateway", "scripts"]) {
+for (const project of ["control-plane", "gateway", "engines/tests", "scripts"]) {
   console.log(`\n=== tsc --noEmit -p ${project}`);
   const r = await run(bin("tsc"), ["-p", project]);
   record(`typecheck ${project}`, { passed: r.code === 0 ? 1 : 0, failed: r.code === 0 ? 0 : 1, skipped: 0 }, r.code);
