@@ -59,7 +59,9 @@ for (const project of ["control-plane", "gateway", "engines/tests", "scripts"]) 
 // 3. TypeScript unit and integration tests.
 {
   console.log("\n=== mocha");
-  const r = await run(bin("mocha"), []);
+  // Every suite, one file per behaviour (a focused run is `npx mocha FILE`).
+  const specs = ["scripts/test/**/*.test.ts", "engines/tests/**/*.test.ts", "control-plane/test/**/*.test.ts", "gateway/test/**/*.test.ts"];
+  const r = await run(bin("mocha"), specs);
   const num = (re) => Number(r.out.match(re)?.[1] ?? 0);
   const passing = num(/(\d+) passing/);
   const failing = num(/(\d+) failing/);

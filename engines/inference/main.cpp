@@ -33,11 +33,13 @@ int main(int argc, char** argv) {
   SetLogComponent("inference");
 
   inference::EngineConfig config;
-  config.ctx_size = flags.integer("ctx-size");
-  config.slots = flags.integer("slots");
   config.threads = flags.integer("threads");
-  config.batch_size = flags.integer("batch-size");
-  config.queue_max = flags.integer("queue-max");
+  config.scheduler.ctx_size = flags.integer("ctx-size");
+  config.scheduler.slots = flags.integer("slots");
+  config.scheduler.threads = config.threads;
+  config.scheduler.batch_size = flags.integer("batch-size");
+  config.scheduler.queue_max = flags.integer("queue-max");
+  config.scheduler.state_dir = flags.str("state-dir");
   inference::InferenceService service(BearerAuth(flags.str("token")), config);
 
   EngineServer server(flags, {"jota.v1.Inference"});
@@ -58,21 +60,28 @@ int main(int argc, char** argv) {
     // exit code and the log line; nothing is half-served.
     std::unique_ptr<inference::LoadedModel> chat, embed;
     std::string err;
-    if (!flags.str("model").empty() && !(chat = inference::LoadModel(flags.str("model"), config.ctx_size, &err))) {
+    if (!flags.str("model").empty() &&
+        !(chat = inference::LoadModel(flags.str("model"), config.scheduler.ctx_size, &err))) {
       LogError("cannot load chat model: " + err);
       std::_Exit(1);
     }
     if (!flags.str("embed-model").empty() &&
-        !(embed = inference::LoadModel(flags.str("embed-model"), config.ctx_size, &err))) {
+        !(embed = inference::LoadModel(flags.str("embed-model"), 0, &err))) {
       LogError("cannot load embedding model: " + err);
       std::_Exit(1);
     }
     LogInfo("model loaded", {{"chat", chat ? chat->info.name() : ""}, {"embed", embed ? embed->info.name() : ""}});
-    service.SetModels(std::move(chat), std::move(embed));
+    if (!service.SetModels(std::move(chat), std::move(embed), &err)) {
+      LogError(err);
+      std::_Exit(1);
+    }
     server.health().SetServing(true);
   });
 
-  server.WaitForSignalAndShutdown([&] { inference::CancelLoading(); });
+  server.WaitForSignalAndShutdown([&] {
+    inference::CancelLoading();
+    service.Shutdown();
+  });
   loader.join();
   LogInfo("stopped");
   return 0;

@@ -4,14 +4,23 @@
 #include <filesystem>
 #include <vector>
 
-#include "llama.h"
+#include "chat.h"
+#include "common.h"
+#include "json-schema-to-grammar.h"
 #include "log.h"
 
 namespace jota::inference {
 
 void ModelDeleter::operator()(llama_model* m) const { llama_model_free(m); }
+void SamplerDeleter::operator()(llama_sampler* s) const { llama_sampler_free(s); }
 
 namespace {
+std::atomic<bool> g_cancel_loading{false};
+
+// llama.cpp reports grammar parse errors only through its log; a thread that
+// sets this pointer collects them to return them to the caller.
+thread_local std::string* t_log_capture = nullptr;
+
 std::string MetaString(const llama_model* m, const char* key) {
   std::vector<char> buf(256);
   int32_t n = llama_model_meta_val_str(m, key, buf.data(), buf.size());
@@ -24,6 +33,7 @@ std::string MetaString(const llama_model* m, const char* key) {
 }
 
 void LlamaLog(ggml_log_level level, const char* text, void*) {
+  if (t_log_capture != nullptr && level == GGML_LOG_LEVEL_ERROR) *t_log_capture += text;
   // llama.cpp is chatty at INFO during load; keep warnings and errors.
   if (level != GGML_LOG_LEVEL_WARN && level != GGML_LOG_LEVEL_ERROR) return;
   std::string msg(text);
@@ -31,9 +41,12 @@ void LlamaLog(ggml_log_level level, const char* text, void*) {
   if (msg.empty()) return;
   Log(level == GGML_LOG_LEVEL_ERROR ? "error" : "warn", msg, {{"source", "llama.cpp"}});
 }
-}  // namespace
 
-std::atomic<bool> g_cancel_loading{false};
+uint64_t Fnv1a(const std::string& s, uint64_t h = 1469598103934665603ull) {
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+}  // namespace
 
 void CancelLoading() { g_cancel_loading.store(true); }
 
@@ -54,11 +67,9 @@ std::unique_ptr<LoadedModel> LoadModel(const std::string& path, int ctx_size, st
   params.progress_callback = [](float, void*) { return !g_cancel_loading.load(); };
   llama_model* raw = llama_model_load_from_file(path.c_str(), params);
   if (raw == nullptr) {
-    if (g_cancel_loading.load()) {
-      *error = "loading cancelled";
-      return nullptr;
-    }
-    *error = "llama.cpp could not load " + path + " (not a GGUF model, or an unsupported architecture)";
+    *error = g_cancel_loading.load()
+                 ? "loading cancelled"
+                 : "llama.cpp could not load " + path + " (not a GGUF model, or an unsupported architecture)";
     return nullptr;
   }
   auto out = std::make_unique<LoadedModel>();
@@ -75,14 +86,120 @@ std::unique_ptr<LoadedModel> LoadModel(const std::string& path, int ctx_size, st
   info.set_context_size(ctx_size > 0 ? ctx_size : llama_model_n_ctx_train(raw));
   info.set_has_chat_template(llama_model_chat_template(raw, nullptr) != nullptr);
   info.set_embedding_size(llama_model_n_embd(raw));
-  info.set_vocab_size(llama_vocab_n_tokens(llama_model_get_vocab(raw)));
+  info.set_vocab_size(llama_vocab_n_tokens(out->vocab()));
   std::string pooling = MetaString(raw, (info.architecture() + ".pooling_type").c_str());
   static const char* kPooling[] = {"none", "mean", "cls", "last", "rank"};
   if (!pooling.empty()) {
     int p = std::atoi(pooling.c_str());
     info.set_pooling(p >= 0 && p < 5 ? kPooling[p] : pooling);
   }
+  char desc[256];
+  llama_model_desc(raw, desc, sizeof desc);
+  out->fingerprint = Fnv1a(desc, Fnv1a(std::to_string(info.parameters()) + ":" + std::to_string(info.size_bytes()) +
+                                       ":" + info.architecture() + ":" + info.name()));
+  if (info.has_chat_template()) {
+    std::string err;
+    out->chat_template = ChatTemplate::Create(raw, "", &err);
+    if (!out->chat_template) LogWarn("the model's chat template cannot be used: " + err);
+  }
   return out;
+}
+
+std::vector<llama_token> Tokenize(const llama_vocab* vocab, const std::string& text, bool add_special,
+                                  bool parse_special) {
+  return common_tokenize(vocab, text, add_special, parse_special);
+}
+
+std::string TokenPiece(const llama_vocab* vocab, llama_token token, bool special) {
+  return common_token_to_piece(vocab, token, special);
+}
+
+std::string Detokenize(const llama_vocab* vocab, const std::vector<llama_token>& tokens) {
+  return common_detokenize(vocab, tokens, false);
+}
+
+std::shared_ptr<ChatTemplate> ChatTemplate::Create(const llama_model* model, const std::string& source,
+                                                   std::string* error) {
+  if (source.empty() && llama_model_chat_template(model, nullptr) == nullptr) {
+    *error = "the model has no chat template";
+    return nullptr;
+  }
+  try {
+    auto tmpls = common_chat_templates_init(model, source);
+    if (!tmpls) {
+      *error = "the chat template could not be parsed";
+      return nullptr;
+    }
+    std::shared_ptr<ChatTemplate> t(new ChatTemplate());
+    t->tmpls_ = tmpls.release();
+    return t;
+  } catch (const std::exception& e) {
+    *error = std::string("the chat template could not be parsed: ") + e.what();
+    return nullptr;
+  }
+}
+
+ChatTemplate::~ChatTemplate() {
+  if (tmpls_) common_chat_templates_free(tmpls_);
+}
+
+std::string ChatTemplate::Apply(const google::protobuf::RepeatedPtrField<jota::v1::ChatMessage>& messages,
+                                bool add_generation_prompt) const {
+  common_chat_templates_inputs inputs;
+  for (const auto& m : messages) {
+    common_chat_msg msg;
+    msg.role = m.role();
+    msg.content = m.content();
+    inputs.messages.push_back(std::move(msg));
+  }
+  inputs.add_generation_prompt = add_generation_prompt;
+  inputs.use_jinja = true;
+  return common_chat_templates_apply(tmpls_, inputs).prompt;
+}
+
+SamplerPtr BuildSampler(const llama_vocab* vocab, const jota::v1::SamplingParams& p, const std::string& grammar,
+                        uint32_t default_seed, std::string* error) {
+  llama_sampler_chain_params cp = llama_sampler_chain_default_params();
+  cp.no_perf = true;
+  SamplerPtr chain(llama_sampler_chain_init(cp));
+  if (!grammar.empty()) {
+    std::string captured;
+    t_log_capture = &captured;
+    llama_sampler* g = llama_sampler_init_grammar(vocab, grammar.c_str(), "root");
+    t_log_capture = nullptr;
+    if (g == nullptr) {
+      while (!captured.empty() && (captured.back() == '\n' || captured.back() == ' ')) captured.pop_back();
+      *error = "invalid grammar: " + (captured.empty() ? std::string("parse failed") : captured);
+      return nullptr;
+    }
+    llama_sampler_chain_add(chain.get(), g);
+  }
+  float repeat = p.has_repeat_penalty() ? p.repeat_penalty() : 1.0f;
+  float freq = p.frequency_penalty(), presence = p.presence_penalty();
+  if (repeat != 1.0f || freq != 0.0f || presence != 0.0f) {
+    int last_n = p.has_repeat_last_n() ? p.repeat_last_n() : 64;
+    llama_sampler_chain_add(chain.get(), llama_sampler_init_penalties(llama_vocab_n_tokens(vocab), last_n, repeat, freq, presence));
+  }
+  float temp = p.has_temperature() ? p.temperature() : 0.0f;
+  if (temp <= 0.0f) {
+    llama_sampler_chain_add(chain.get(), llama_sampler_init_greedy());
+  } else {
+    if (p.has_top_k() && p.top_k() > 0) llama_sampler_chain_add(chain.get(), llama_sampler_init_top_k(p.top_k()));
+    if (p.has_top_p() && p.top_p() < 1.0f) llama_sampler_chain_add(chain.get(), llama_sampler_init_top_p(p.top_p(), 1));
+    if (p.has_min_p() && p.min_p() > 0.0f) llama_sampler_chain_add(chain.get(), llama_sampler_init_min_p(p.min_p(), 1));
+    llama_sampler_chain_add(chain.get(), llama_sampler_init_temp(temp));
+    llama_sampler_chain_add(chain.get(), llama_sampler_init_dist(p.has_seed() ? p.seed() : default_seed));
+  }
+  return chain;
+}
+
+std::string JsonSchemaToGrammar(const std::string& schema, std::string* error) {
+  try {
+    return json_schema_to_grammar(common_json::parse(schema));
+  } catch (const std::exception& e) {
+    *error = std::string("invalid json_schema: ") + e.what();
+    return "";
+  }
 }
 
 }  // namespace jota::inference

@@ -1,32 +1,34 @@
-// The transport layer: jota.v1.Inference over gRPC. It validates, checks
-// auth and translates; it never touches a llama context itself.
+// The transport layer: jota.v1.Inference over gRPC. It checks auth,
+// validates and translates requests into typed tasks; it never touches a
+// llama_context (the Scheduler and Embedder threads own theirs).
 #pragma once
 
 #include <atomic>
 #include <memory>
-#include <mutex>
 
 #include "auth.h"
+#include "embedder.h"
 #include "jota/v1/inference.grpc.pb.h"
 #include "model.h"
+#include "scheduler.h"
 
 namespace jota::inference {
 
 struct EngineConfig {
-  int ctx_size = 0;
-  int slots = 1;
+  SchedulerConfig scheduler;
   int threads = 1;
-  int batch_size = 512;
-  int queue_max = 64;
 };
 
 class InferenceService final : public jota::v1::Inference::Service {
  public:
   InferenceService(BearerAuth auth, EngineConfig config);
+  ~InferenceService() override;
 
-  // Called by the loader thread once the models are in memory.
-  void SetModels(std::unique_ptr<LoadedModel> chat, std::unique_ptr<LoadedModel> embed);
-  bool ready() const { return ready_.load(); }
+  // Called by the loader thread once the models are in memory: creates the
+  // contexts and threads. On failure the engine cannot serve.
+  bool SetModels(std::unique_ptr<LoadedModel> chat, std::unique_ptr<LoadedModel> embed, std::string* error);
+  // Stops the scheduler (running requests end as cancelled, sessions are saved).
+  void Shutdown();
 
   grpc::Status Info(grpc::ServerContext* ctx, const jota::v1::InfoRequest* req,
                     jota::v1::InferenceInfo* res) override;
@@ -44,11 +46,20 @@ class InferenceService final : public jota::v1::Inference::Service {
  private:
   // Auth first, then readiness: UNAUTHENTICATED / UNAVAILABLE (still loading).
   grpc::Status Admit(const grpc::ServerContext& ctx) const;
+  grpc::Status NeedChat() const;
+  // Chat messages -> prompt text through the model's (or the given) template.
+  grpc::Status RenderChat(const google::protobuf::RepeatedPtrField<jota::v1::ChatMessage>& messages,
+                          const std::string& template_override, bool add_generation_prompt,
+                          std::string* prompt) const;
+  grpc::Status BuildTask(const jota::v1::GenerateRequest& req, GenerateTask* task) const;
 
   BearerAuth auth_;
   EngineConfig config_;
   std::atomic<bool> ready_{false};
   std::unique_ptr<LoadedModel> chat_, embed_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<Embedder> embedder_;
+  Counters counters_;
 };
 
 }  // namespace jota::inference
