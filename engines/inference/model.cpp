@@ -8,6 +8,7 @@
 #include "common.h"
 #include "json-schema-to-grammar.h"
 #include "log.h"
+#include "sampler.h"
 
 namespace jota::inference {
 
@@ -97,6 +98,7 @@ std::unique_ptr<LoadedModel> LoadModel(const std::string& path, int ctx_size, st
   llama_model_desc(raw, desc, sizeof desc);
   out->fingerprint = Fnv1a(desc, Fnv1a(std::to_string(info.parameters()) + ":" + std::to_string(info.size_bytes()) +
                                        ":" + info.architecture() + ":" + info.name()));
+  out->token_groups = TokenGroups::Build(out->vocab());
   if (info.has_chat_template()) {
     std::string err;
     out->chat_template = ChatTemplate::Create(raw, "", &err);
@@ -157,40 +159,16 @@ std::string ChatTemplate::Apply(const google::protobuf::RepeatedPtrField<jota::v
   return common_chat_templates_apply(tmpls_, inputs).prompt;
 }
 
-SamplerPtr BuildSampler(const llama_vocab* vocab, const jota::v1::SamplingParams& p, const std::string& grammar,
-                        uint32_t default_seed, std::string* error) {
-  llama_sampler_chain_params cp = llama_sampler_chain_default_params();
-  cp.no_perf = true;
-  SamplerPtr chain(llama_sampler_chain_init(cp));
-  if (!grammar.empty()) {
-    std::string captured;
-    t_log_capture = &captured;
-    llama_sampler* g = llama_sampler_init_grammar(vocab, grammar.c_str(), "root");
-    t_log_capture = nullptr;
-    if (g == nullptr) {
-      while (!captured.empty() && (captured.back() == '\n' || captured.back() == ' ')) captured.pop_back();
-      *error = "invalid grammar: " + (captured.empty() ? std::string("parse failed") : captured);
-      return nullptr;
-    }
-    llama_sampler_chain_add(chain.get(), g);
+llama_sampler* InitGrammarSampler(const llama_vocab* vocab, const std::string& grammar, std::string* error) {
+  std::string captured;
+  t_log_capture = &captured;
+  llama_sampler* g = llama_sampler_init_grammar(vocab, grammar.c_str(), "root");
+  t_log_capture = nullptr;
+  if (g == nullptr) {
+    while (!captured.empty() && (captured.back() == '\n' || captured.back() == ' ')) captured.pop_back();
+    *error = "invalid grammar: " + (captured.empty() ? std::string("parse failed") : captured);
   }
-  float repeat = p.has_repeat_penalty() ? p.repeat_penalty() : 1.0f;
-  float freq = p.frequency_penalty(), presence = p.presence_penalty();
-  if (repeat != 1.0f || freq != 0.0f || presence != 0.0f) {
-    int last_n = p.has_repeat_last_n() ? p.repeat_last_n() : 64;
-    llama_sampler_chain_add(chain.get(), llama_sampler_init_penalties(llama_vocab_n_tokens(vocab), last_n, repeat, freq, presence));
-  }
-  float temp = p.has_temperature() ? p.temperature() : 0.0f;
-  if (temp <= 0.0f) {
-    llama_sampler_chain_add(chain.get(), llama_sampler_init_greedy());
-  } else {
-    if (p.has_top_k() && p.top_k() > 0) llama_sampler_chain_add(chain.get(), llama_sampler_init_top_k(p.top_k()));
-    if (p.has_top_p() && p.top_p() < 1.0f) llama_sampler_chain_add(chain.get(), llama_sampler_init_top_p(p.top_p(), 1));
-    if (p.has_min_p() && p.min_p() > 0.0f) llama_sampler_chain_add(chain.get(), llama_sampler_init_min_p(p.min_p(), 1));
-    llama_sampler_chain_add(chain.get(), llama_sampler_init_temp(temp));
-    llama_sampler_chain_add(chain.get(), llama_sampler_init_dist(p.has_seed() ? p.seed() : default_seed));
-  }
-  return chain;
+  return g;
 }
 
 std::string JsonSchemaToGrammar(const std::string& schema, std::string* error) {

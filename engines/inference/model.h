@@ -27,6 +27,7 @@ std::string SystemInfo();
 void CancelLoading();
 
 class ChatTemplate;
+struct TokenGroups;
 
 struct LoadedModel {
   ModelPtr model;
@@ -35,6 +36,7 @@ struct LoadedModel {
   // Identifies weights + shapes, so saved KV state is never restored into another model.
   uint64_t fingerprint = 0;
   std::shared_ptr<ChatTemplate> chat_template;  // null when the model has none
+  std::shared_ptr<const TokenGroups> token_groups;  // for fast grammar sampling (sampler.h)
 
   const llama_vocab* vocab() const { return llama_model_get_vocab(model.get()); }
 };
@@ -64,10 +66,9 @@ class ChatTemplate {
   common_chat_templates* tmpls_ = nullptr;
 };
 
-// Builds a sampler chain for one request. Returns null and fills `error` when
-// the grammar does not parse (with the parser's own message).
-SamplerPtr BuildSampler(const llama_vocab* vocab, const jota::v1::SamplingParams& params,
-                        const std::string& grammar, uint32_t default_seed, std::string* error);
+// llama.cpp's grammar sampler for `grammar` (root rule "root"), or null with
+// the parser's own message in `error`.
+llama_sampler* InitGrammarSampler(const llama_vocab* vocab, const std::string& grammar, std::string* error);
 
 // JSON Schema -> GBNF (llama.cpp's converter). Returns "" and fills `error` on a bad schema.
 std::string JsonSchemaToGrammar(const std::string& schema, std::string* error);

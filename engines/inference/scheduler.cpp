@@ -295,7 +295,7 @@ void Scheduler::Step() {
       Finish(*s, FinishReason::FINISH_REASON_CANCELLED);
       continue;
     }
-    llama_token tok = llama_sampler_sample(s->task->sampler.get(), ctx_, s->batch_index);
+    llama_token tok = s->task->sampler->Sample(ctx_, s->batch_index);
     if (s->state == Slot::State::kPrefill) {
       s->state = Slot::State::kGenerate;
       s->t_first = Clock::now();

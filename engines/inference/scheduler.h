@@ -22,6 +22,7 @@
 
 #include "channel.h"
 #include "model.h"
+#include "sampler.h"
 #include "session_store.h"
 #include "text.h"
 
@@ -32,7 +33,7 @@ using Clock = std::chrono::steady_clock;
 struct GenerateTask {
   std::vector<llama_token> prompt;
   std::string session_id;
-  SamplerPtr sampler;
+  std::unique_ptr<Sampler> sampler;
   int max_tokens = 0;  // 0: until the slot's context is full
   std::vector<std::string> stop;
   std::string request_id;

@@ -185,7 +185,7 @@ Status InferenceService::BuildTask(const jota::v1::GenerateRequest& req, Generat
     if (grammar.empty()) return Invalid(err.empty() ? "json_schema produced no grammar" : err);
   }
   static thread_local std::mt19937 rng{std::random_device{}()};
-  task->sampler = BuildSampler(vocab, req.sampling(), grammar, rng(), &err);
+  task->sampler = Sampler::Create(*chat_, req.sampling(), grammar, rng(), &err);
   if (!task->sampler) return Invalid(err);
 
   task->session_id = req.session_id();
