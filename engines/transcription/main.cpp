@@ -17,6 +17,12 @@ int main(int argc, char** argv) {
   flags.add({"threads", "JOTA_WHISPER_THREADS", std::to_string(hw), "CPU threads per decode", false, IntRange{1, 1024}});
   flags.add({"streams", "JOTA_WHISPER_STREAMS", "2", "streams decoded at once (whisper states)", false, IntRange{1, 64}});
   flags.add({"queue-max", "JOTA_WHISPER_QUEUE_MAX", "8", "streams waiting before RESOURCE_EXHAUSTED", false, IntRange{0, 10000}});
+  flags.add({"max-audio-s", "JOTA_WHISPER_MAX_AUDIO_S", "3600", "longest stream or file, in seconds (longer: OUT_OF_RANGE)",
+             false, IntRange{1, 86400}});
+  flags.add({"no-fallback", "JOTA_WHISPER_NO_FALLBACK", "",
+             "decode each utterance once, without whisper's temperature fallback (faster, bounded; whisper-cli -nf)", true});
+  flags.add({"vad-model", "JOTA_WHISPER_VAD_MODEL", "",
+             "Silero VAD model (ggml .bin) used instead of the built-in energy detector"});
 
   int code = 0;
   if (!flags.parse(argc, argv, &code)) return code;
@@ -32,6 +38,9 @@ int main(int argc, char** argv) {
   config.threads = flags.integer("threads");
   config.streams_max = flags.integer("streams");
   config.queue_max = flags.integer("queue-max");
+  config.max_audio_s = flags.integer("max-audio-s");
+  config.temperature_fallback = !flags.boolean("no-fallback");
+  config.vad_model = flags.str("vad-model");
   transcription::TranscriptionService service(BearerAuth(flags.str("token")), config);
 
   EngineServer server(flags, {"jota.v1.Transcription"});
@@ -48,9 +57,15 @@ int main(int argc, char** argv) {
   // whisper.cpp offers no way to abort a load; shutdown waits for it (seconds).
   std::thread loader([&] {
     std::string err;
-    auto model = transcription::LoadModel(flags.str("model"), config.threads, &err);
+    auto model = transcription::LoadModel(flags.str("model"), &err);
     if (!model) {
       LogError("cannot load whisper model: " + err);
+      std::_Exit(1);
+    }
+    // Each stream loads its own Silero context (the LSTM state is per context);
+    // this first load only proves the file is usable.
+    if (!config.vad_model.empty() && !transcription::MakeSileroClassifier(config.vad_model, 1, &err)) {
+      LogError("cannot load VAD model: " + err);
       std::_Exit(1);
     }
     LogInfo("model loaded", {{"model", model->path}, {"type", model->type}});
@@ -58,7 +73,7 @@ int main(int argc, char** argv) {
     server.health().SetServing(true);
   });
 
-  server.WaitForSignalAndShutdown(nullptr);
+  server.WaitForSignalAndShutdown([&] { service.Stop(); });
   loader.join();
   LogInfo("stopped");
   return 0;

@@ -1,12 +1,17 @@
-// The transport layer: jota.v1.Transcription over gRPC.
+// The transport layer: jota.v1.Transcription over gRPC. Parses and checks
+// requests, admits them through the decoder pool, and hands audio to a
+// StreamSession (Stream) or straight to a decoder (Transcribe).
 #pragma once
 
 #include <atomic>
 #include <memory>
+#include <string>
 
 #include "auth.h"
+#include "counters.h"
 #include "jota/v1/transcription.grpc.pb.h"
 #include "model.h"
+#include "scheduler.h"
 
 namespace jota::transcription {
 
@@ -14,12 +19,18 @@ struct EngineConfig {
   int threads = 1;
   int streams_max = 2;
   int queue_max = 8;
+  int max_audio_s = 3600;         // longest stream or file
+  bool temperature_fallback = true;
+  std::string vad_model;          // Silero VAD (ggml); "" = the energy detector
 };
 
 class TranscriptionService final : public jota::v1::Transcription::Service {
  public:
   TranscriptionService(BearerAuth auth, EngineConfig config);
+  // Called once, from the loader thread; the service answers UNAVAILABLE before.
   void SetModel(std::unique_ptr<LoadedModel> model);
+  // Shutdown: queued requests fail with UNAVAILABLE and running files stop.
+  void Stop();
 
   grpc::Status Info(grpc::ServerContext* ctx, const jota::v1::TranscriptionInfoRequest* req,
                     jota::v1::TranscriptionInfo* res) override;
@@ -30,11 +41,22 @@ class TranscriptionService final : public jota::v1::Transcription::Service {
 
  private:
   grpc::Status Admit(const grpc::ServerContext& ctx) const;
+  // `lease` belongs to the caller so that it is released only after the
+  // outcome is counted: Info never shows a free slot with its call uncounted.
+  grpc::Status DoTranscribe(grpc::ServerContext* ctx, const jota::v1::TranscribeRequest& req,
+                            jota::v1::TranscribeResponse* res, std::unique_ptr<DecoderPool::Lease>* lease);
+  grpc::Status DoStream(grpc::ServerContext* ctx,
+                        grpc::ServerReaderWriter<jota::v1::TranscriptEvent, jota::v1::AudioIn>* stream,
+                        std::unique_ptr<DecoderPool::Lease>* lease);
+  grpc::Status Count(grpc::Status st);  // tallies failures in the counters
 
   BearerAuth auth_;
   EngineConfig config_;
   std::atomic<bool> ready_{false};
+  std::atomic<bool> stopping_{false};
   std::unique_ptr<LoadedModel> model_;
+  std::unique_ptr<DecoderPool> pool_;
+  Counters counters_;
 };
 
 }  // namespace jota::transcription
