@@ -21,6 +21,7 @@ APT_PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev  # gRPC + protoc
   libgtest-dev                                            # C++ tests
   docker-compose                                          # validates docker-compose.yml (no engine runs here)
+  postgresql                                              # tests run the database suites on a real PostgreSQL too
 )
 step_start
 python_ok() { "$1" -c 'import numpy' >/dev/null 2>&1; }
@@ -67,6 +68,7 @@ step_end "engine sources"
 # --- 4. TypeScript contracts from proto/ ----------------------------------------
 step_start
 bash scripts/gen-proto.sh
+bash scripts/gen-prisma.sh
 step_end "TypeScript contracts"
 
 # --- 5. C++ build: engines, their tests, reference tools ----------------------

@@ -5,3 +5,22 @@ export { createLogger, silentLogger, type Logger } from "./log";
 export { EngineProcess, EngineStartError, type EngineState } from "./engines/process";
 export { localEngines, type LocalEngines } from "./engines/local";
 export { checkHealth, type ServingStatus } from "./engines/health";
+export { openDatabase, databaseOptions, type Database, type DatabaseOptions, type Backend } from "./db/database";
+export { MigrationError } from "./db/migrate";
+export { DataDirLockedError } from "./db/lock";
+export {
+  ConflictError,
+  InvalidCursorError,
+  InvalidTransitionError,
+  NotFoundError,
+  type Page,
+  type PageRequest,
+  type Repositories,
+  type RouteDecisionRecord,
+  type TurnOutcome,
+} from "./db/repositories";
+export { EnginePool, EngineUnavailableError, type EngineLease, type EngineStatus, type PoolOptions } from "./engines/pool";
+export { EngineCallError, InferenceEngineClient, TranscriptionEngineClient, type EngineFailure } from "./engines/clients";
+export { engineForConversation } from "./sessions/affinity";
+export { IntentRouter, routerFromConfig, decisionRecord, type RouteDecision } from "./router/router";
+export type { Route } from "./router/rules";

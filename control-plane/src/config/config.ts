@@ -28,6 +28,9 @@ export const ENV_VARS: readonly EnvVarSpec[] = [
   { name: "JOTA_CTX_SIZE", default: "4096", description: "Context tokens per slot of the local inference engine" },
   { name: "JOTA_BUILD_DIR", default: "./build", description: "Where the engine binaries were built (CMake build folder)" },
   { name: "JOTA_LOG_LEVEL", default: "info", description: "debug | info | warn | error" },
+  { name: "DATABASE_URL", default: "", description: "PostgreSQL URL (postgres://user:password@host:5432/db); empty = embedded PGlite in JOTA_DATA_DIR/db" },
+  { name: "JOTA_ROUTER_MODEL", default: "off", description: "on: ask the chat model (JSON-schema-constrained) to route turns that no rule matches; off: such turns are chat" },
+  { name: "JOTA_ROUTER_RULES", default: "", description: "JSON file of extra intent-routing patterns (format: control-plane/src/router/rules.ts)" },
 ];
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
@@ -56,6 +59,16 @@ export interface Config {
   transcriptionUrls: string[];
   /** True when any local engine runs on a generated random-weight test model. */
   usesTestModels: boolean;
+  /** PostgreSQL; undefined means the embedded PGlite database in dataDir. */
+  databaseUrl: string | undefined;
+  router: RouterConfig;
+}
+
+export interface RouterConfig {
+  /** Ask the model when no rule decides. */
+  model: boolean;
+  /** Extra patterns, loaded and validated by the router at start-up. */
+  rulesFile: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -97,6 +110,19 @@ function urls(env: Env, name: string): string[] {
   for (const u of list)
     if (!/^[A-Za-z0-9_.\-[\]:]+:\d{1,5}$/.test(u)) throw new ConfigError(name, `'${u}' is not host:port`);
   return list;
+}
+
+function onOff(env: Env, name: string, def: "on" | "off"): boolean {
+  const v = str(env, name, def).toLowerCase();
+  if (v !== "on" && v !== "off") throw new ConfigError(name, `'${v}' is not on or off`);
+  return v === "on";
+}
+
+function databaseUrl(env: Env): string | undefined {
+  const url = str(env, "DATABASE_URL", "");
+  if (url === "") return undefined;
+  if (!/^postgres(ql)?:\/\//.test(url)) throw new ConfigError("DATABASE_URL", "is not a postgres:// or postgresql:// URL");
+  return url;
 }
 
 /** Paths in the environment are relative to the repository root, like the README's examples. */
@@ -148,6 +174,11 @@ export function loadConfig(env: Env = process.env, randomToken: () => string = d
     inferenceUrls,
     transcriptionUrls,
     usesTestModels: localModels.some((m) => !!m && path.dirname(m) === testModelsDir),
+    databaseUrl: databaseUrl(env),
+    router: Object.freeze({
+      model: onOff(env, "JOTA_ROUTER_MODEL", "off"),
+      rulesFile: resolvePath(str(env, "JOTA_ROUTER_RULES", "")) || undefined,
+    }),
   });
 }
 

@@ -1,0 +1,67 @@
+// Messages of a conversation, in the order they were said.
+import type { Message, MessageRole, PrismaClient } from "@prisma/client";
+import { NotFoundError, checkId, scoped } from "./errors";
+import { keyset, type Page, type PageRequest } from "./pagination";
+
+export interface NewMessage {
+  role: MessageRole;
+  content: string;
+  /** Tokens under the engine's chat template, when already known. */
+  tokens?: number;
+  requestId?: string;
+}
+
+export class MessageRepository {
+  constructor(private readonly prisma: PrismaClient) {}
+
+  /** Adds a message to one of the user's conversations and marks the conversation active. */
+  async append(userId: string, conversationId: string, m: NewMessage): Promise<Message> {
+    checkId("conversation", conversationId);
+    const now = new Date();
+    const [, message] = await scoped("conversation", conversationId, () =>
+      this.prisma.$transaction([
+        // Fails (P2025 -> NotFoundError) unless the conversation is this user's.
+        this.prisma.conversation.update({ where: { id: conversationId, userId }, data: { lastMessageAt: now } }),
+        this.prisma.message.create({
+          data: { userId, conversationId, role: m.role, content: m.content, tokens: m.tokens, requestId: m.requestId, createdAt: now },
+        }),
+      ]),
+    );
+    return message;
+  }
+
+  async get(userId: string, id: string): Promise<Message> {
+    const m = await this.prisma.message.findFirst({ where: { id: checkId("message", id), userId } });
+    if (!m) throw new NotFoundError("message", id);
+    return m;
+  }
+
+  /** Oldest first, page by page. */
+  async list(userId: string, conversationId: string, req?: PageRequest): Promise<Page<Message>> {
+    const ks = keyset("createdAt", "asc", req);
+    return ks.page(
+      await this.prisma.message.findMany({
+        where: { userId, conversationId: checkId("conversation", conversationId), ...ks.after },
+        orderBy: ks.orderBy,
+        take: ks.take,
+      }),
+    );
+  }
+
+  /** The newest `limit` messages, oldest first: the history window a prompt is built from. */
+  async recent(userId: string, conversationId: string, limit: number): Promise<Message[]> {
+    const rows = await this.prisma.message.findMany({
+      where: { userId, conversationId: checkId("conversation", conversationId) },
+      orderBy: [{ createdAt: "desc" }, { id: "desc" }],
+      take: limit,
+    });
+    return rows.reverse();
+  }
+
+  /** Records a message's token count once the engine has counted it. */
+  setTokens(userId: string, id: string, tokens: number): Promise<Message> {
+    return scoped("message", id, () =>
+      this.prisma.message.update({ where: { id: checkId("message", id), userId }, data: { tokens } }),
+    );
+  }
+}

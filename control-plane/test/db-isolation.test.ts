@@ -1,0 +1,148 @@
+// Per-user isolation: every repository method that touches user data, called
+// by another user with the owner's ids, finds nothing and changes nothing.
+import assert from "node:assert/strict";
+import { NotFoundError, type Repositories } from "../src/db/repositories";
+import { describeBackends } from "./helpers/postgres-backends";
+
+interface Owned {
+  userId: string;
+  conversationId: string;
+  messageId: string;
+  requestId: string;
+  toolCallId: string;
+  apiKeyId: string;
+  deviceId: string;
+  deviceTokenId: string;
+}
+
+async function seed(repos: Repositories, username: string): Promise<Owned> {
+  const user = await repos.users.create({ username });
+  const conv = await repos.conversations.create(user.id, { title: `${username}'s` });
+  const { request, message } = await repos.requests.beginTurn(user.id, conv.id, { content: `secret of ${username}` });
+  const call = await repos.toolCalls.create(user.id, request.id, { name: "t", arguments: {} });
+  const { key } = await repos.apiKeys.create(user.id, { name: "k", scopes: [] });
+  const device = await repos.devices.create(user.id, { name: "kitchen" });
+  const { token } = await repos.devices.issueToken(user.id, device.id);
+  return {
+    userId: user.id,
+    conversationId: conv.id,
+    messageId: message.id,
+    requestId: request.id,
+    toolCallId: call.id,
+    apiKeyId: key.id,
+    deviceId: device.id,
+    deviceTokenId: token.id,
+  };
+}
+
+type Outcome = "not found" | "empty";
+/** Every user-scoped method: `intruder` acting on `victim`'s rows. */
+const CASES: Record<string, Record<string, [Outcome, (r: Repositories, intruder: string, v: Owned) => Promise<unknown>]>> = {
+  conversations: {
+    create: ["empty", async (r, i) => (await r.conversations.list(i)).items.filter((c) => c.title?.includes("victim"))],
+    get: ["not found", (r, i, v) => r.conversations.get(i, v.conversationId)],
+    list: ["empty", async (r, i) => (await r.conversations.list(i)).items.filter((c) => c.userId !== i)],
+    rename: ["not found", (r, i, v) => r.conversations.rename(i, v.conversationId, "mine")],
+    setAffinity: ["not found", (r, i, v) => r.conversations.setAffinity(i, v.conversationId, "x:1")],
+    setSummary: ["not found", (r, i, v) => r.conversations.setSummary(i, v.conversationId, "s", v.messageId)],
+    delete: ["not found", (r, i, v) => r.conversations.delete(i, v.conversationId)],
+  },
+  messages: {
+    append: ["not found", (r, i, v) => r.messages.append(i, v.conversationId, { role: "USER", content: "injected" })],
+    get: ["not found", (r, i, v) => r.messages.get(i, v.messageId)],
+    list: ["empty", async (r, i, v) => (await r.messages.list(i, v.conversationId)).items],
+    recent: ["empty", (r, i, v) => r.messages.recent(i, v.conversationId, 10)],
+    setTokens: ["not found", (r, i, v) => r.messages.setTokens(i, v.messageId, 1)],
+  },
+  requests: {
+    beginTurn: ["not found", (r, i, v) => r.requests.beginTurn(i, v.conversationId, { content: "injected" })],
+    endTurn: ["not found", (r, i, v) => r.requests.endTurn(i, v.requestId, { status: "COMPLETED", reply: { content: "injected" } })],
+    transition: ["not found", (r, i, v) => r.requests.transition(i, v.requestId, "STREAMING")],
+    record: ["not found", (r, i, v) => r.requests.record(i, v.requestId, { engine: "x:1" })],
+    setRoute: ["not found", (r, i, v) => r.requests.setRoute(i, v.requestId, { route: "CHAT", source: "RULE" })],
+    get: ["not found", (r, i, v) => r.requests.get(i, v.requestId)],
+    list: ["empty", async (r, i, v) => (await r.requests.list(i, { conversationId: v.conversationId })).items],
+  },
+  toolCalls: {
+    create: ["not found", (r, i, v) => r.toolCalls.create(i, v.requestId, { name: "t", arguments: {} })],
+    start: ["not found", (r, i, v) => r.toolCalls.start(i, v.toolCallId)],
+    succeed: ["not found", (r, i, v) => r.toolCalls.succeed(i, v.toolCallId, {})],
+    fail: ["not found", (r, i, v) => r.toolCalls.fail(i, v.toolCallId, "x")],
+    listByRequest: ["empty", (r, i, v) => r.toolCalls.listByRequest(i, v.requestId)],
+  },
+  apiKeys: {
+    create: ["empty", async (r, i) => (await r.apiKeys.list(i)).items.filter((k) => k.userId !== i)],
+    list: ["empty", async (r, i) => (await r.apiKeys.list(i)).items.filter((k) => k.userId !== i)],
+    revoke: ["not found", (r, i, v) => r.apiKeys.revoke(i, v.apiKeyId)],
+  },
+  devices: {
+    create: ["empty", async (r, i) => (await r.devices.list(i)).items.filter((d) => d.userId !== i)],
+    get: ["not found", (r, i, v) => r.devices.get(i, v.deviceId)],
+    list: ["empty", async (r, i) => (await r.devices.list(i)).items.filter((d) => d.userId !== i)],
+    revoke: ["not found", (r, i, v) => r.devices.revoke(i, v.deviceId)],
+    issueToken: ["not found", (r, i, v) => r.devices.issueToken(i, v.deviceId)],
+    listTokens: ["empty", (r, i, v) => r.devices.listTokens(i, v.deviceId)],
+    revokeToken: ["not found", (r, i, v) => r.devices.revokeToken(i, v.deviceTokenId)],
+  },
+};
+/** Not scoped by a user, by design (see repositories/index.ts). */
+const UNSCOPED: Record<string, string[]> = { apiKeys: ["authenticate"], devices: ["authenticate"] };
+
+describeBackends("per-user isolation", (fx) => {
+  it("covers every method of every user-data repository", async () => {
+    const db = await fx.openFresh();
+    for (const [repo, cases] of Object.entries(CASES)) {
+      const methods = Object.getOwnPropertyNames(Object.getPrototypeOf(db.repos[repo as keyof Repositories]))
+        .filter((m) => m !== "constructor" && !(UNSCOPED[repo] ?? []).includes(m))
+        .sort();
+      assert.deepEqual(Object.keys(cases).sort(), methods, `isolation cases of ${repo}`);
+    }
+  });
+
+  it("finds nothing and changes nothing of another user's data", async () => {
+    const db = await fx.openFresh();
+    const victim = await seed(db.repos, "victim");
+    const intruder = await seed(db.repos, "intruder");
+    for (const [repo, cases] of Object.entries(CASES)) {
+      for (const [method, [outcome, call]] of Object.entries(cases)) {
+        const what = `${repo}.${method}`;
+        if (outcome === "not found") {
+          await assert.rejects(call(db.repos, intruder.userId, victim), NotFoundError, what);
+        } else {
+          assert.deepEqual(await call(db.repos, intruder.userId, victim), [], what);
+        }
+      }
+    }
+    // The victim's data is as it was.
+    const conv = await db.repos.conversations.get(victim.userId, victim.conversationId);
+    assert.deepEqual([conv.title, conv.engineAffinity, conv.summary], ["victim's", null, null]);
+    const msgs = await db.repos.messages.recent(victim.userId, victim.conversationId, 10);
+    assert.deepEqual(msgs.map((m) => [m.content, m.tokens]), [["secret of victim", null]]);
+    const req = await db.repos.requests.get(victim.userId, victim.requestId);
+    assert.deepEqual([req.status, req.route, req.engine], ["PENDING", null, null]);
+    assert.equal((await db.repos.toolCalls.listByRequest(victim.userId, victim.requestId))[0]!.status, "PENDING");
+    assert.equal((await db.repos.apiKeys.list(victim.userId)).items[0]!.revokedAt, null);
+    assert.equal((await db.repos.devices.get(victim.userId, victim.deviceId)).revokedAt, null);
+    assert.equal((await db.repos.devices.listTokens(victim.userId, victim.deviceId))[0]!.revokedAt, null);
+  });
+
+  it("the database itself refuses a row pointing at another user's parent", async () => {
+    const db = await fx.openFresh();
+    const victim = await seed(db.repos, "victim");
+    const intruder = await seed(db.repos, "intruder");
+    // Bypassing the repositories: the composite foreign keys still hold.
+    await assert.rejects(
+      db.prisma.message.create({
+        data: { userId: intruder.userId, conversationId: victim.conversationId, role: "USER", content: "x" },
+      }),
+      /foreign key|23503/i,
+    );
+  });
+
+  it("treats a malformed id as not found, not as a database error", async () => {
+    const db = await fx.openFresh();
+    const u = await seed(db.repos, "someone");
+    await assert.rejects(db.repos.conversations.get(u.userId, "not-a-uuid"), NotFoundError);
+    await assert.rejects(db.repos.messages.append(u.userId, "'; DROP TABLE messages; --", { role: "USER", content: "x" }), NotFoundError);
+  });
+});
