@@ -54,6 +54,7 @@ int RunProbe(const std::string& target, const std::string& service) {
 
 EngineServer::EngineServer(const Flags& flags, std::vector<std::string> health_services)
     : listen_(flags.str("listen")),
+      auth_(!flags.str("token").empty()),
       max_message_bytes_(flags.integer("max-message-mb") * 1024 * 1024),
       health_(std::make_unique<HealthService>(health_services)) {}
 
@@ -77,6 +78,7 @@ bool EngineServer::Start(std::string* error) {
     *error = "cannot listen on " + listen_ + " (address in use or invalid)";
     return false;
   }
+  LogInfo("listening", {{"port", std::to_string(bound_port_)}, {"address", listen_}, {"auth", auth_ ? "bearer" : "off"}});
   return true;
 }
 

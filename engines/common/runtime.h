@@ -34,7 +34,8 @@ class EngineServer {
   void AddService(grpc::Service* service);  // not owned
   HealthService& health() { return *health_; }
 
-  // Binds (fails with a clear message when the address is taken) and starts.
+  // Binds (fails with a clear message when the address is taken), starts, and
+  // logs the "listening" line that supervisors read to learn a port picked with :0.
   bool Start(std::string* error);
   int bound_port() const { return bound_port_; }
   // Waits for SIGINT/SIGTERM, then: health NOT_SERVING, `on_stop` (the engine
@@ -43,6 +44,7 @@ class EngineServer {
 
  private:
   std::string listen_;
+  bool auth_;
   int max_message_bytes_;
   std::unique_ptr<HealthService> health_;
   std::vector<grpc::Service*> services_;

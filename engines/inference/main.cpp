@@ -49,9 +49,6 @@ int main(int argc, char** argv) {
     LogError(error);
     return 1;
   }
-  // Tools and tests read this line to learn a port picked with :0.
-  LogInfo("listening", {{"port", std::to_string(server.bound_port())}, {"address", flags.str("listen")},
-                        {"auth", flags.str("token").empty() ? "off" : "bearer"}});
 
   // The model loads off the main thread: health says NOT_SERVING meanwhile.
   inference::InitBackend();

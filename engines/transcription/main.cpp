@@ -50,8 +50,6 @@ int main(int argc, char** argv) {
     LogError(error);
     return 1;
   }
-  LogInfo("listening", {{"port", std::to_string(server.bound_port())}, {"address", flags.str("listen")},
-                        {"auth", flags.str("token").empty() ? "off" : "bearer"}});
 
   transcription::InitBackend();
   // whisper.cpp offers no way to abort a load; shutdown waits for it (seconds).
