@@ -7,6 +7,7 @@
 #include "chat.h"
 #include "common.h"
 #include "json-schema-to-grammar.h"
+#include "llama-grammar.h"  // llama.cpp internal: the GBNF parser, for its error message
 #include "log.h"
 #include "sampler.h"
 
@@ -41,6 +42,122 @@ void LlamaLog(ggml_log_level level, const char* text, void*) {
   while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
   if (msg.empty()) return;
   Log(level == GGML_LOG_LEVEL_ERROR ? "error" : "warn", msg, {{"source", "llama.cpp"}});
+}
+
+// llama_grammar_parser::parse() prints the parser's exception ("expecting
+// name at ...", "Undefined rule identifier 'x'") to stderr and returns false,
+// so through the C API a client would only ever learn "failed to parse
+// grammar". This repeats parse()'s steps with the same parser's public members
+// to keep that message; "" when the grammar parses.
+std::string GrammarParseError(const llama_vocab* vocab, const std::string& src) {
+  llama_grammar_parser parser(vocab);
+  try {
+    const char* pos = src.c_str();
+    // parse_space(src, true) is file-local in llama-grammar.cpp: blanks, newlines, # comments.
+    auto skip = [](const char* p) {
+      while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n' || *p == '#') {
+        if (*p == '#')
+          while (*p && *p != '\r' && *p != '\n') ++p;
+        else
+          ++p;
+      }
+      return p;
+    };
+    pos = skip(pos);
+    while (*pos) pos = parser.parse_rule(pos);
+    for (const auto& [name, id] : parser.symbol_ids)
+      if (id >= parser.rules.size() || parser.rules[id].empty())
+        return "Undefined rule identifier '" + name + "'";
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// What llama.cpp's GBNF parser cannot survive, checked on the text before it
+// runs: it recurses once per nested group (tens of thousands of '(' overflow
+// the stack: SIGSEGV), and it expands x{m,n} into copies and n-m rules, where
+// m > n loops for ~2^64 steps and x{a}{b}{c}... grows exponentially (the
+// second {} repeats the already expanded copies). Literals, character
+// classes and comments are skipped. "" when the grammar is within bounds.
+constexpr int kMaxGrammarNesting = 512;
+constexpr uint64_t kMaxGrammarRepetitions = 10000;
+
+std::string GrammarLimitsError(const std::string& g) {
+  int depth = 0;
+  uint64_t repetitions = 0;
+  bool after_braces = false;  // the last item was a {m,n}: another one would chain
+  auto space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
+  for (size_t i = 0; i < g.size(); ++i) {
+    char c = g[i];
+    if (space(c)) continue;
+    bool braces = false;
+    if (c == '#') {
+      while (i < g.size() && g[i] != '\n' && g[i] != '\r') ++i;
+      continue;
+    } else if (c == '"' || c == '[') {
+      char close = c == '"' ? '"' : ']';
+      for (++i; i < g.size() && g[i] != close; ++i)
+        if (g[i] == '\\') ++i;
+    } else if (c == '(') {
+      if (++depth > kMaxGrammarNesting)
+        return "groups are nested deeper than " + std::to_string(kMaxGrammarNesting) + " levels";
+    } else if (c == ')') {
+      depth = std::max(0, depth - 1);
+    } else if (c == '{') {
+      size_t j = i + 1;
+      auto skip = [&] { while (j < g.size() && space(g[j])) ++j; };
+      auto number = [&](uint64_t* v) {
+        bool any = false;
+        for (; j < g.size() && g[j] >= '0' && g[j] <= '9'; ++j, any = true)
+          *v = std::min<uint64_t>(*v * 10 + (g[j] - '0'), uint64_t{1} << 40);
+        return any;
+      };
+      uint64_t lo = 0, hi = 0;
+      skip();
+      number(&lo);
+      skip();
+      bool has_hi = true;
+      if (j < g.size() && g[j] == ',') {
+        ++j;
+        skip();
+        has_hi = number(&hi);
+        skip();
+      } else {
+        hi = lo;
+      }
+      if (j >= g.size() || g[j] != '}') continue;  // not a repetition: the parser reports it
+      std::string rep = g.substr(i, j + 1 - i);
+      if (after_braces) return "repetition " + rep + " follows another {}: put the repeated item in parentheses";
+      if (has_hi && lo > hi) return "repetition " + rep + ": the minimum is larger than the maximum";
+      repetitions += std::max(lo, has_hi ? hi : 0);
+      if (repetitions > kMaxGrammarRepetitions)
+        return "repetition counts ({m,n}) add up to more than " + std::to_string(kMaxGrammarRepetitions);
+      i = j;
+      braces = true;
+    }
+    after_braces = braces;
+  }
+  return "";
+}
+
+// Whether the grammar matches token ids (<[id]>, <|name|>, !<...>) rather than
+// text: the sampler's by-first-byte shortcut does not apply to those. An id
+// outside the vocabulary (the parser takes any number) goes to `error`.
+bool GrammarMatchesTokens(const llama_vocab* vocab, const std::string& src, std::string* error) {
+  llama_grammar_parser parser(vocab);
+  if (!parser.parse(src.c_str())) return false;
+  bool tokens = false;
+  uint32_t n_vocab = static_cast<uint32_t>(llama_vocab_n_tokens(vocab));
+  for (const auto& rule : parser.rules)
+    for (const auto& e : rule)
+      if (e.type == LLAMA_GRETYPE_TOKEN || e.type == LLAMA_GRETYPE_TOKEN_NOT) {
+        tokens = true;
+        if (e.value >= n_vocab && error->empty())
+          *error = "token <[" + std::to_string(e.value) + "]> is not in the vocabulary (" + std::to_string(n_vocab) +
+                   " tokens)";
+      }
+  return tokens;
 }
 
 uint64_t Fnv1a(const std::string& s, uint64_t h = 1469598103934665603ull) {
@@ -126,6 +243,20 @@ std::shared_ptr<ChatTemplate> ChatTemplate::Create(const llama_model* model, con
     *error = "the model has no chat template";
     return nullptr;
   }
+  // llama.cpp's Jinja parser recurses per nested bracket: ~10,000 of them
+  // overflow the stack (SIGSEGV). Real templates nest a handful.
+  constexpr int kMaxNesting = 256;
+  int depth = 0;
+  for (char c : source) {
+    if (c == '(' || c == '[' || c == '{') {
+      if (++depth > kMaxNesting) {
+        *error = "brackets are nested deeper than " + std::to_string(kMaxNesting) + " levels";
+        return nullptr;
+      }
+    } else if ((c == ')' || c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
   try {
     auto tmpls = common_chat_templates_init(model, source);
     if (!tmpls) {
@@ -136,7 +267,18 @@ std::shared_ptr<ChatTemplate> ChatTemplate::Create(const llama_model* model, con
     t->tmpls_ = tmpls.release();
     return t;
   } catch (const std::exception& e) {
-    *error = std::string("the chat template could not be parsed: ") + e.what();
+    std::string why = e.what();
+    // common_chat_templates_init rethrows with `throw e;`, slicing the Jinja
+    // parser's error to a bare std::exception ("std::exception"). Parsing the
+    // source once more the same way recovers the parser's own message.
+    if (!source.empty()) {
+      try {
+        common_chat_template probe(source, "", "");
+      } catch (const std::exception& inner) {
+        why = inner.what();
+      }
+    }
+    *error = "the chat template could not be parsed: " + why;
     return nullptr;
   }
 }
@@ -159,19 +301,58 @@ std::string ChatTemplate::Apply(const google::protobuf::RepeatedPtrField<jota::v
   return common_chat_templates_apply(tmpls_, inputs).prompt;
 }
 
-llama_sampler* InitGrammarSampler(const llama_vocab* vocab, const std::string& grammar, std::string* error) {
+llama_sampler* InitGrammarSampler(const llama_vocab* vocab, const std::string& grammar, std::string* error,
+                                  bool* matches_tokens) {
+  if (std::string limits = GrammarLimitsError(grammar); !limits.empty()) {
+    *error = "invalid grammar: " + limits;
+    return nullptr;
+  }
   std::string captured;
   t_log_capture = &captured;
   llama_sampler* g = llama_sampler_init_grammar(vocab, grammar.c_str(), "root");
   t_log_capture = nullptr;
   if (g == nullptr) {
+    // A syntax error is only in the parser's exception; errors found after
+    // parsing (no root, left recursion) only in the log.
+    std::string parse_error = GrammarParseError(vocab, grammar);
+    if (!parse_error.empty()) captured = parse_error;
     while (!captured.empty() && (captured.back() == '\n' || captured.back() == ' ')) captured.pop_back();
     *error = "invalid grammar: " + (captured.empty() ? std::string("parse failed") : captured);
+  } else {
+    std::string bad;
+    bool tokens = GrammarMatchesTokens(vocab, grammar, &bad);
+    if (!bad.empty()) {
+      llama_sampler_free(g);
+      *error = "invalid grammar: " + bad;
+      return nullptr;
+    }
+    if (matches_tokens) *matches_tokens = tokens;
   }
   return g;
 }
 
 std::string JsonSchemaToGrammar(const std::string& schema, std::string* error) {
+  // The converter walks the schema recursively: 64 KiB of '[' would overflow
+  // the stack. Real schemas nest a few dozen levels.
+  constexpr int kMaxDepth = 128;
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < schema.size(); ++i) {
+    char c = schema[i];
+    if (in_string) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxDepth) {
+        *error = "invalid json_schema: nested deeper than " + std::to_string(kMaxDepth) + " levels";
+        return "";
+      }
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
   try {
     return json_schema_to_grammar(common_json::parse(schema));
   } catch (const std::exception& e) {

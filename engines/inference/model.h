@@ -67,8 +67,10 @@ class ChatTemplate {
 };
 
 // llama.cpp's grammar sampler for `grammar` (root rule "root"), or null with
-// the parser's own message in `error`.
-llama_sampler* InitGrammarSampler(const llama_vocab* vocab, const std::string& grammar, std::string* error);
+// the parser's own message in `error`. `matches_tokens` (optional) is set when
+// the grammar refers to token ids rather than text.
+llama_sampler* InitGrammarSampler(const llama_vocab* vocab, const std::string& grammar, std::string* error,
+                                  bool* matches_tokens = nullptr);
 
 // JSON Schema -> GBNF (llama.cpp's converter). Returns "" and fills `error` on a bad schema.
 std::string JsonSchemaToGrammar(const std::string& schema, std::string* error);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
 
 namespace jota::inference {
 
@@ -71,7 +72,7 @@ std::unique_ptr<Sampler> Sampler::Create(const LoadedModel& model, const jota::v
     llama_sampler_chain_add(s->chain_.get(), s->greedy_ ? llama_sampler_init_greedy() : llama_sampler_init_dist(seed));
     return s;
   }
-  llama_sampler* g = InitGrammarSampler(vocab, grammar, error);
+  llama_sampler* g = InitGrammarSampler(vocab, grammar, error, &s->by_token_);
   if (g == nullptr) return nullptr;
   s->grammar_.reset(g);
   s->shape_ = NewChain();
@@ -138,6 +139,13 @@ llama_token Sampler::SampleConstrained(llama_context* ctx, int idx) {
     }
   }
   // 2. The exact constrained distribution, over the groups that can pass.
+  if (by_token_) {
+    // Token references (<[id]>, <|name|>) are matched by id, not by the first
+    // byte of the text, so the probes say nothing: check the whole vocabulary.
+    buf_.resize(n_vocab_);
+    for (llama_token id = 0; id < n_vocab_; ++id) buf_[id] = {id, logits[id], 0.0f};
+    return PickAllowed();
+  }
   std::array<llama_token_data, 256> probes{};
   std::array<unsigned char, 256> probe_byte{};
   size_t n_probes = 0;
@@ -157,8 +165,19 @@ llama_token Sampler::SampleConstrained(llama_context* ctx, int idx) {
     if (open[b])
       for (llama_token id : groups_->by_first_byte[b]) buf_.push_back({id, logits[id], 0.0f});
   for (llama_token id : groups_->other) buf_.push_back({id, logits[id], 0.0f});
+  return PickAllowed();
+}
+
+// Picks among buf_ what the grammar allows. When it allows nothing (a
+// grammar naming a token the model cannot produce after this text) there is
+// no token to accept: llama_sampler_accept would throw "Unexpected empty
+// grammar stack" on the scheduler thread and end the process.
+llama_token Sampler::PickAllowed() {
   llama_token_data_array cands{buf_.data(), buf_.size(), -1, false};
   llama_sampler_apply(grammar_.get(), &cands);
+  bool any = false;
+  for (size_t i = 0; i < cands.size && !any; ++i) any = std::isfinite(cands.data[i].logit);
+  if (!any) throw std::runtime_error("the grammar allows no token at this point");
   llama_sampler_apply(shape_.get(), &cands);
   return Pick(cands);
 }

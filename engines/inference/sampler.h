@@ -41,6 +41,7 @@ class Sampler {
   static std::unique_ptr<Sampler> Create(const LoadedModel& model, const jota::v1::SamplingParams& params,
                                          const std::string& grammar, uint32_t default_seed, std::string* error);
   // Samples from row `idx` of the context's last logits and records the token.
+  // Throws std::runtime_error when the grammar allows no token.
   llama_token Sample(llama_context* ctx, int idx);
 
  private:
@@ -48,11 +49,13 @@ class Sampler {
   llama_token SampleConstrained(llama_context* ctx, int idx);
   bool Accepts(llama_token tok);
   llama_token Pick(llama_token_data_array& arr);
+  llama_token PickAllowed();
 
   SamplerPtr chain_;    // no grammar: the full llama.cpp chain, greedy/dist included
   SamplerPtr grammar_;  // grammar path: the grammar, and...
   SamplerPtr shape_;    // ...penalties + truncation + temperature, without the final pick
   bool greedy_ = true;
+  bool by_token_ = false;  // the grammar refers to token ids: no by-first-byte shortcut
   std::mt19937 rng_;
   std::shared_ptr<const TokenGroups> groups_;
   int n_vocab_ = 0;

@@ -295,7 +295,15 @@ void Scheduler::Step() {
       Finish(*s, FinishReason::FINISH_REASON_CANCELLED);
       continue;
     }
-    llama_token tok = s->task->sampler->Sample(ctx_, s->batch_index);
+    llama_token tok;
+    try {
+      tok = s->task->sampler->Sample(ctx_, s->batch_index);
+    } catch (const std::exception& e) {
+      // An exception escaping this thread would end the process (and every
+      // other stream): it ends only this request.
+      Finish(*s, FinishReason::FINISH_REASON_ERROR, std::string("sampling failed: ") + e.what());
+      continue;
+    }
     if (s->state == Slot::State::kPrefill) {
       s->state = Slot::State::kGenerate;
       s->t_first = Clock::now();
@@ -371,16 +379,18 @@ void Scheduler::Finish(Slot& slot, FinishReason reason, const std::string& error
   if (t->prefill_ms() > 0) t->set_prefill_tokens_per_s((prompt - slot.cached) * 1000.0 / t->prefill_ms());
   // The first token comes out of prefill; decode produced the others.
   if (t->decode_ms() > 0 && slot.generated > 1) t->set_decode_tokens_per_s((slot.generated - 1) * 1000.0 / t->decode_ms());
-  task.channel->Push(std::move(ev));
-  task.channel->Close();
 
+  // The slot is free before `done` goes out: a client that saw `done` and
+  // asks Info must not still find its slot busy (it did, ~1 call in 4).
   // A request cut off mid-prompt leaves a prefix of its prompt in the cache: still valid.
-  slot.task.reset();
+  std::unique_ptr<GenerateTask> finished = std::move(slot.task);
   slot.matcher.reset();
   slot.state = Slot::State::kIdle;
   slot.t_first = Clock::time_point{};
   slot.last_used = now;
   busy_--;
+  finished->channel->Push(std::move(ev));
+  finished->channel->Close();
 }
 
 }  // namespace jota::inference

@@ -5,6 +5,7 @@
 
 #include "build_info.h"
 #include "log.h"
+#include "text.h"
 
 namespace jota::inference {
 
@@ -15,7 +16,18 @@ namespace {
 constexpr size_t kMaxStops = 16, kMaxStopBytes = 256, kMaxSessionIdBytes = 256, kMaxConstraintBytes = 64 * 1024;
 constexpr int kMaxEmbedInputs = 1024;
 
-Status Invalid(const std::string& msg) { return Status(StatusCode::INVALID_ARGUMENT, msg); }
+// A status message travels in the grpc-message trailer. Messages echo client
+// input (a role, the parser's "expecting name at <rest of the grammar>", a JSON
+// error's "last read: '<64 KiB string>'"); past some tens of KiB the trailer
+// is never delivered and the client hangs until its deadline. So: capped.
+constexpr size_t kMaxMessageBytes = 1024;
+
+std::string Capped(const std::string& s, size_t max) {
+  if (s.size() <= max) return s;
+  return s.substr(0, CompleteUtf8Prefix(s.substr(0, max))) + "...";
+}
+
+Status Invalid(const std::string& msg) { return Status(StatusCode::INVALID_ARGUMENT, Capped(msg, kMaxMessageBytes)); }
 
 bool Finite(float v) { return std::isfinite(v); }
 
@@ -37,6 +49,12 @@ Status ValidateSampling(const jota::v1::SamplingParams& p, int vocab) {
   if (p.has_frequency_penalty() && !(Finite(p.frequency_penalty()) && std::fabs(p.frequency_penalty()) <= 10))
     return Invalid("sampling.frequency_penalty must be within [-10, 10]");
   return Status::OK;
+}
+
+Status NoSuchModel(bool embedding) {
+  return Status(StatusCode::FAILED_PRECONDITION, embedding
+                                                     ? "this engine has no embedding model (start it with --embed-model)"
+                                                     : "this engine serves no chat model (start it with --model)");
 }
 
 Status ValidateIds(const google::protobuf::RepeatedField<int32_t>& ids, int vocab, const char* field) {
@@ -84,7 +102,7 @@ Status InferenceService::Admit(const grpc::ServerContext& ctx) const {
 }
 
 Status InferenceService::NeedChat() const {
-  if (!chat_) return Status(StatusCode::FAILED_PRECONDITION, "this engine serves no chat model (start it with --model)");
+  if (!chat_) return NoSuchModel(false);
   return Status::OK;
 }
 
@@ -121,10 +139,11 @@ Status InferenceService::RenderChat(const google::protobuf::RepeatedPtrField<jot
     const std::string& role = messages[i].role();
     if (role != "system" && role != "user" && role != "assistant" && role != "tool")
       return Invalid("messages[" + std::to_string(i) + "].role must be system, user, assistant or tool (got '" +
-                     role + "')");
+                     Capped(role, 64) + "')");
   }
   std::shared_ptr<ChatTemplate> tmpl = chat_->chat_template;
   if (!template_override.empty()) {
+    if (template_override.size() > kMaxConstraintBytes) return Invalid("chat_template is larger than 64 KiB");
     std::string err;
     tmpl = ChatTemplate::Create(chat_->model.get(), template_override, &err);
     if (!tmpl) return Invalid("chat_template: " + err);
@@ -238,8 +257,7 @@ Status InferenceService::Generate(grpc::ServerContext* ctx, const jota::v1::Gene
 Status InferenceService::Embed(grpc::ServerContext* ctx, const jota::v1::EmbedRequest* req,
                                jota::v1::EmbedResponse* res) {
   if (Status st = Admit(*ctx); !st.ok()) return st;
-  if (!embedder_)
-    return Status(StatusCode::FAILED_PRECONDITION, "this engine has no embedding model (start it with --embed-model)");
+  if (!embedder_) return NoSuchModel(true);
   if (req->inputs().empty()) return Invalid("inputs is empty");
   if (req->inputs_size() > kMaxEmbedInputs) return Invalid("at most 1024 inputs per call");
   std::vector<std::vector<llama_token>> tokens;
@@ -274,7 +292,7 @@ Status InferenceService::Tokenize(grpc::ServerContext* ctx, const jota::v1::Toke
                                   jota::v1::TokenizeResponse* res) {
   if (Status st = Admit(*ctx); !st.ok()) return st;
   const LoadedModel* m = req->embedding_model() ? embed_.get() : chat_.get();
-  if (!m) return Status(StatusCode::FAILED_PRECONDITION, "this engine has no such model");
+  if (!m) return NoSuchModel(req->embedding_model());
   for (llama_token t : inference::Tokenize(m->vocab(), req->text(), req->add_special(), req->parse_special()))
     res->add_ids(t);
   return Status::OK;
@@ -284,7 +302,7 @@ Status InferenceService::Detokenize(grpc::ServerContext* ctx, const jota::v1::De
                                     jota::v1::DetokenizeResponse* res) {
   if (Status st = Admit(*ctx); !st.ok()) return st;
   const LoadedModel* m = req->embedding_model() ? embed_.get() : chat_.get();
-  if (!m) return Status(StatusCode::FAILED_PRECONDITION, "this engine has no such model");
+  if (!m) return NoSuchModel(req->embedding_model());
   if (Status st = ValidateIds(req->ids(), llama_vocab_n_tokens(m->vocab()), "ids"); !st.ok()) return st;
   std::string text = inference::Detokenize(m->vocab(), std::vector<llama_token>(req->ids().begin(), req->ids().end()));
   res->set_text(SanitizeUtf8(text));
