@@ -24,3 +24,18 @@ export { EngineCallError, InferenceEngineClient, TranscriptionEngineClient, type
 export { engineForConversation } from "./sessions/affinity";
 export { IntentRouter, routerFromConfig, decisionRecord, type RouteDecision } from "./router/router";
 export type { Route } from "./router/rules";
+export {
+  turn,
+  type TurnDeps,
+  type TurnInput,
+  type TurnOptions,
+  type TurnEvent,
+  type TurnStartedEvent,
+  type TurnDeltaEvent,
+  type TurnToolEvent,
+  type TurnDoneEvent,
+  type TurnErrorEvent,
+  type TurnUsage,
+  type TurnTimings,
+} from "./sessions/turn";
+export { buildPrompt, systemMessage, PromptTooLongError, DEFAULT_SYSTEM_PROMPT, type BuiltPrompt, type PromptInput } from "./sessions/prompt";
