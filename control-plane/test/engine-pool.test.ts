@@ -11,7 +11,7 @@ import { EngineCallError, InferenceEngineClient, openChannel } from "../src/engi
 import { EnginePool, EngineUnavailableError, type EngineStatus } from "../src/engines/pool";
 import { engineForConversation } from "../src/sessions/affinity";
 import { HealthCheckResponse_ServingStatus, HealthService, type HealthServer } from "../src/gen/grpc/health/v1/health";
-import { InferenceService, type GenerateEvent, type GenerateRequest, type InferenceServer } from "../src/gen/jota/v1/inference";
+import { InferenceService, type GenerateEvent, GenerateRequest, type InferenceServer } from "../src/gen/jota/v1/inference";
 import { openDatabase, type Database } from "../src/db/database";
 import { buildBin, requireFile, startEngine, testModel } from "./helpers/engines";
 import { freshPgliteDir } from "./helpers/postgres-backends";
@@ -212,17 +212,7 @@ async function stubEngine(impl: Partial<InferenceServer>, auth: string[] = []) {
 }
 
 const delta = (text: string, index: number): GenerateEvent => ({ event: { $case: "delta", value: { text, tokenIds: [index], index } } });
-const request: GenerateRequest = {
-  input: { $case: "prompt", value: "hola" },
-  sessionId: "s",
-  sampling: undefined,
-  maxTokens: 0,
-  stop: [],
-  constraint: undefined,
-  chatTemplate: "",
-  noGenerationPrompt: false,
-  requestId: "r",
-};
+const request = GenerateRequest.fromPartial({ input: { $case: "prompt", value: "hola" }, sessionId: "s", requestId: "r" });
 
 describe("engine clients (stub engine)", function () {
   this.timeout(30_000);

@@ -30,7 +30,7 @@ import type { Request, RequestErrorType } from "@prisma/client";
 import type { Repositories, TurnOutcome } from "../db/repositories";
 import { EngineCallError, type InferenceEngineClient } from "../engines/clients";
 import { EngineUnavailableError, type EngineLease, type EnginePool } from "../engines/pool";
-import { FinishReason, type GenerateDone, type GenerateRequest, type GenerateStarted, type SamplingParams } from "../gen/jota/v1/inference";
+import { FinishReason, type GenerateDone, GenerateRequest, type GenerateStarted, type SamplingParams } from "../gen/jota/v1/inference";
 import type { Logger } from "../log";
 import { decisionRecord, type IntentRouter, type RouteDecision } from "../router/router";
 import { engineForConversation } from "./affinity";
@@ -243,17 +243,14 @@ export async function* turn(deps: TurnDeps, input: TurnInput, opts: TurnOptions 
         try {
           const prompt = await promptFor(lease, opts);
           checkAborted(ac.signal);
-          const req: GenerateRequest = {
+          const req = GenerateRequest.fromPartial({
             input: { $case: "messages", value: { items: prompt.messages } },
             sessionId: conversation.engineSessionId,
             sampling: opts.sampling,
             maxTokens: opts.maxTokens ?? 1024,
             stop: opts.stop ?? [],
-            constraint: undefined,
-            chatTemplate: "",
-            noGenerationPrompt: false,
             requestId: request.id,
-          };
+          });
           // STREAMING is written while the engine already prefills; it is on the request before any event goes out.
           const recorded: Promise<unknown> = s.streaming
             ? s.streaming.then(() => repos.requests.record(userId, request.id, { engine: address })) // another engine took over

@@ -3,7 +3,7 @@ import { credentials, type ClientReadableStream, type Metadata } from "@grpc/grp
 import {
   InferenceClient,
   type GenerateEvent,
-  type GenerateRequest,
+  GenerateRequest,
   type GenerateDone,
   type GenerateStarted,
   type InferenceInfo,
@@ -21,20 +21,7 @@ export interface Collected {
   done: GenerateDone;
 }
 
-export function request(partial: Partial<GenerateRequest>): GenerateRequest {
-  return {
-    input: undefined,
-    sessionId: "",
-    sampling: undefined,
-    maxTokens: 0,
-    stop: [],
-    constraint: undefined,
-    chatTemplate: "",
-    noGenerationPrompt: false,
-    requestId: "",
-    ...partial,
-  };
-}
+export const request = (partial: Partial<GenerateRequest>): GenerateRequest => GenerateRequest.fromPartial(partial);
 
 export const prompt = (text: string, extra: Partial<GenerateRequest> = {}) =>
   request({ input: { $case: "prompt", value: text }, ...extra });
