@@ -1,5 +1,5 @@
 // The control plane's public surface, used in-process by the gateway.
-export { loadConfig, ConfigError, ENV_VARS, type Config } from "./config/config";
+export { loadConfig, ConfigError, ENV_VARS, type Config, type GatewayConfig } from "./config/config";
 export { repoRoot } from "./config/paths";
 export { createLogger, silentLogger, type Logger } from "./log";
 export { EngineProcess, EngineStartError, type EngineState } from "./engines/process";
@@ -12,6 +12,7 @@ export {
   ConflictError,
   InvalidCursorError,
   InvalidTransitionError,
+  MissingSecretError,
   NotFoundError,
   type Page,
   type PageRequest,
@@ -30,6 +31,7 @@ export {
   type TurnInput,
   type TurnOptions,
   type TurnEvent,
+  type TurnAcceptedEvent,
   type TurnStartedEvent,
   type TurnDeltaEvent,
   type TurnToolEvent,
@@ -39,3 +41,5 @@ export {
   type TurnTimings,
 } from "./sessions/turn";
 export { buildPrompt, systemMessage, PromptTooLongError, DEFAULT_SYSTEM_PROMPT, type BuiltPrompt, type PromptInput } from "./sessions/prompt";
+export { TurnRunner, TurnHandle, type TurnResult, type RunnerOptions } from "./sessions/runner";
+export { ConversationLocks, ConversationBusyError } from "./sessions/locks";

@@ -94,7 +94,7 @@ describe("turn: abort (pglite)", function () {
     const ac = new AbortController();
     ac.abort();
     const events = await runTurn(db, pool, ids, "hola", { ...LONG, signal: ac.signal });
-    assert.deepEqual(events.map((e) => e.type), ["done"]);
+    assert.deepEqual(events.map((e) => e.type), ["accepted", "done"]);
     const done = last(events, "done");
     assert.deepEqual([done.status, done.text], ["ABORTED", ""]);
     assert.equal((await db.repos.requests.get(ids.userId, done.requestId)).status, "ABORTED");

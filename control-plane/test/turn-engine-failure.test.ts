@@ -38,12 +38,12 @@ describe("turn: engine killed mid-turn (pglite)", function () {
     const ids = await userWithConversation(db, "failover");
     const first = await runTurn(db, pool, ids, "Hola", { maxTokens: 8 });
     assert.equal(last(first, "done").status, "COMPLETED");
-    const firstEngine = (first[0] as { engine: string }).engine;
+    const firstEngine = (first[1] as { engine: string }).engine;
 
     let killed: EngineProcess | undefined;
     const events = await runTurn(db, pool, ids, "Escribe un poema larguísimo", { maxTokens: 6000 }, (ev, all) => {
       if (ev.type === "delta" && deltas(all).length === 3 && !killed) {
-        const started = all[0]!;
+        const started = all[1]!;
         assert.equal(started.type, "started");
         killed = engines.find((e) => e.address === (started as { engine: string }).engine)!;
         process.kill(killed.pid!, "SIGKILL");
@@ -70,7 +70,7 @@ describe("turn: engine killed mid-turn (pglite)", function () {
     assert.equal(pool.status().find((s) => s.address === killed!.address)!.health, "down");
     const other = engines.find((e) => e !== killed)!;
     const next = await runTurn(db, pool, ids, "¿Sigues ahí?", { maxTokens: 8 });
-    const started = next[0]!;
+    const started = next[1]!;
     assert.ok(started.type === "started");
     assert.equal(started.engine, other.address);
     assert.equal(started.cachedTokens, 0, "the new engine had no cache: it prefilled the stored history");
@@ -121,7 +121,7 @@ describe("turn: engine gone before it streams (pglite)", function () {
       pool.on("change", (st: { address: string; health: string; reason?: string }) => st.health === "down" && downs.push(`${st.address} ${st.reason}`));
       const events = await runTurn(db, pool, ids, "Hola", { maxTokens: 8 });
       assert.equal(generateCalls, 1, "the conversation's own engine was tried first");
-      const started = events[0]!;
+      const started = events[1]!;
       assert.ok(started.type === "started", JSON.stringify(started));
       assert.equal(started.engine, real.address);
       const done = last(events, "done");

@@ -32,10 +32,10 @@ describe("turn: streaming", function () {
 
       assert.deepEqual(
         [...new Set(events.map((e) => e.type))],
-        ["started", "delta", "done"],
+        ["accepted", "started", "delta", "done"],
         `events in order: ${events.map((e) => e.type).join(",")}`,
       );
-      const started = events[0]!;
+      const started = events[1]!;
       assert.equal(started.type, "started");
       const done = last(events, "done");
       const streamed = deltas(events).join("");
@@ -79,8 +79,8 @@ describe("turn: streaming", function () {
       const other = await userWithConversation(db, "other");
       assert.equal(last(await runTurn(db, pool, other, "Hello there, who are you?", { maxTokens: 12 }), "done").status, "COMPLETED");
       const second = await runTurn(db, pool, ids, "¿Cómo me llamo?", { maxTokens: 12 });
-      const s1 = first[0]!;
-      const s2 = second[0]!;
+      const s1 = first[1]!;
+      const s2 = second[1]!;
       assert.ok(s1.type === "started" && s2.type === "started");
       assert.equal(s2.historyMessages, 3, "the prompt holds both user messages and the first reply");
       assert.ok(s2.cachedTokens > 0, `second turn cached ${s2.cachedTokens} tokens`);

@@ -1,6 +1,7 @@
 // The chat turn, from "user X said Y in conversation Z" to a stored reply.
 //
 // Order of work (each step is recorded before the next one starts):
+//   0. the conversation's lock: one turn at a time per conversation (locks.ts);
 //   1. beginTurn: the request (PENDING) and the user's message, in one
 //      transaction: whatever fails later, what the user said is kept;
 //   2. route: the intent router's decision and its source, on the request;
@@ -9,7 +10,8 @@
 //   4. prompt: system prompt, retrieved context (a later issue fills it),
 //      summary, and the newest history that fits the engine's context,
 //      measured with the engine's CountTokens (prompt.ts);
-//   5. STREAMING, then Generate with the conversation's engine session id
+//   5. STREAMING (or PROCESSING, when the caller has stopped waiting and
+//      the turn runs on in the background: runner.ts), then Generate with the conversation's engine session id
 //      (so the engine reuses its KV cache), each event forwarded as it comes;
 //   6. endTurn: the final state (COMPLETED, FAILED with its cause, ABORTED
 //      with the partial reply) with usage and timings, and the reply.
@@ -26,7 +28,7 @@
 // with the error, so the pool marks it down at once and the next turn goes
 // to a healthy engine.
 import { performance } from "node:perf_hooks";
-import type { Request, RequestErrorType } from "@prisma/client";
+import type { Conversation, Request, RequestErrorType } from "@prisma/client";
 import type { Repositories, TurnOutcome } from "../db/repositories";
 import { EngineCallError, type InferenceEngineClient } from "../engines/clients";
 import { EngineUnavailableError, type EngineLease, type EnginePool } from "../engines/pool";
@@ -34,7 +36,9 @@ import { FinishReason, type GenerateDone, GenerateRequest, type GenerateStarted,
 import type { Logger } from "../log";
 import { decisionRecord, type IntentRouter, type RouteDecision } from "../router/router";
 import { engineForConversation } from "./affinity";
+import { ConversationLocks } from "./locks";
 import { buildPrompt, DEFAULT_SYSTEM_PROMPT, PromptTooLongError, type BuiltPrompt } from "./prompt";
+import { InvalidTransitionError } from "../db/repositories";
 
 export interface TurnDeps {
   repos: Repositories;
@@ -42,6 +46,8 @@ export interface TurnDeps {
   /** Without one every turn is chat (source "default"). */
   router?: IntentRouter;
   logger: Logger;
+  /** One turn at a time per conversation; without it turns are not serialised. */
+  locks?: ConversationLocks;
 }
 
 export interface TurnInput {
@@ -61,10 +67,14 @@ export interface TurnOptions {
   replyReserveTokens?: number;
   sampling?: SamplingParams;
   stop?: string[];
+  /** Constrains the reply to this JSON Schema (the engine turns it into a grammar); an invalid one fails the turn with the engine's INVALID_ARGUMENT. */
+  jsonSchema?: string;
   /** Stored messages considered for the history window (default 200). */
   historyLimit?: number;
   /** Overall deadline of the Generate stream (none by default). */
   deadlineMs?: number;
+  /** When the conversation has a turn running: wait for it (default) or fail at once with ConversationBusyError. */
+  ifBusy?: "wait" | "fail";
 }
 
 export interface TurnUsage {
@@ -80,6 +90,14 @@ export interface TurnTimings {
   queueMs: number | undefined;
   prefillMs: number | undefined;
   decodeMs: number | undefined;
+}
+
+/** The request and the user's message are stored: the turn has an id. */
+export interface TurnAcceptedEvent {
+  type: "accepted";
+  requestId: string;
+  conversationId: string;
+  userMessageId: string;
 }
 
 /** The engine took the turn: what it was given and what it already had. */
@@ -137,7 +155,7 @@ export interface TurnErrorEvent {
   userMessageId: string;
 }
 
-export type TurnEvent = TurnStartedEvent | TurnDeltaEvent | TurnToolEvent | TurnDoneEvent | TurnErrorEvent;
+export type TurnEvent = TurnAcceptedEvent | TurnStartedEvent | TurnDeltaEvent | TurnToolEvent | TurnDoneEvent | TurnErrorEvent;
 
 /** Why a turn failed, as stored on its request. */
 class TurnFailure extends Error {
@@ -162,13 +180,29 @@ const FINISH: Record<FinishReason, string> = {
 
 /**
  * Runs one chat turn. Throws (before anything is stored) only when the
- * conversation is not the user's; after that every outcome is recorded on
- * the request and reported as the last event (done or error).
+ * conversation is not the user's (NotFoundError), or is busy and `ifBusy` is
+ * "fail" (ConversationBusyError), or the signal aborted the wait for it;
+ * after that every outcome is recorded on the request and reported as the
+ * last event (done or error).
  */
 export async function* turn(deps: TurnDeps, input: TurnInput, opts: TurnOptions = {}): AsyncGenerator<TurnEvent, void, undefined> {
+  const conversation = await deps.repos.conversations.get(input.userId, input.conversationId);
+  const release = await deps.locks?.acquire(conversation.id, { wait: opts.ifBusy !== "fail", signal: opts.signal });
+  try {
+    yield* lockedTurn(deps, input, opts, conversation);
+  } finally {
+    release?.();
+  }
+}
+
+async function* lockedTurn(
+  deps: TurnDeps,
+  input: TurnInput,
+  opts: TurnOptions,
+  conversation: Conversation,
+): AsyncGenerator<TurnEvent, void, undefined> {
   const { repos, pool } = deps;
   const { userId } = input;
-  const conversation = await repos.conversations.get(userId, input.conversationId);
 
   // 1. Nothing the user said is lost, whatever happens next.
   const { request, message } = await repos.requests.beginTurn(userId, conversation.id, { content: input.content, traceId: input.traceId });
@@ -225,6 +259,7 @@ export async function* turn(deps: TurnDeps, input: TurnInput, opts: TurnOptions 
 
   try {
     try {
+      yield { type: "accepted", requestId: request.id, conversationId: conversation.id, userMessageId: message.id };
       // 2. Route.
       const decision: RouteDecision = deps.router
         ? await deps.router.route(input.content, { requestId: request.id, signal: ac.signal })
@@ -249,12 +284,13 @@ export async function* turn(deps: TurnDeps, input: TurnInput, opts: TurnOptions 
             sampling: opts.sampling,
             maxTokens: opts.maxTokens ?? 1024,
             stop: opts.stop ?? [],
+            constraint: opts.jsonSchema !== undefined ? { $case: "jsonSchema", value: opts.jsonSchema } : undefined,
             requestId: request.id,
           });
           // STREAMING is written while the engine already prefills; it is on the request before any event goes out.
           const recorded: Promise<unknown> = s.streaming
             ? s.streaming.then(() => repos.requests.record(userId, request.id, { engine: address })) // another engine took over
-            : (s.streaming = repos.requests.transition(userId, request.id, "STREAMING", { engine: address, startedAt: new Date() }));
+            : (s.streaming = startStreaming(repos, userId, request.id, { engine: address, startedAt: new Date() }));
           recorded.catch(() => {}); // awaited below; a rejection before then is not "unhandled"
           for await (const ev of lease.client.generate(req, { signal: ac.signal, deadlineMs: opts.deadlineMs })) {
             const e = ev.event;
@@ -372,6 +408,16 @@ export async function* turn(deps: TurnDeps, input: TurnInput, opts: TurnOptions 
       log.error("could not record the turn's outcome", { status: o.status, error: (err as Error)?.message ?? String(err) });
       return undefined;
     }
+  }
+}
+
+/** PENDING -> STREAMING; a turn already PROCESSING (its caller stopped waiting) stays so. */
+async function startStreaming(repos: Repositories, userId: string, id: string, details: { engine: string; startedAt: Date }): Promise<Request> {
+  try {
+    return await repos.requests.transition(userId, id, "STREAMING", details);
+  } catch (err) {
+    if (err instanceof InvalidTransitionError && err.from === "PROCESSING") return repos.requests.record(userId, id, details);
+    throw err;
   }
 }
 

@@ -32,7 +32,7 @@ export async function userWithConversation(db: Database, name = "u") {
   return { userId: user.id, conversationId: conv.id };
 }
 
-/** Runs a turn to its end, collecting its events; `onEvent` may act mid-stream. */
+/** Runs a turn to its end, collecting its events (accepted, started, deltas, done or error); `onEvent` may act mid-stream. */
 export async function runTurn(
   db: Database,
   pool: EnginePool,
