@@ -30,8 +30,34 @@ export const ENV_VARS: readonly EnvVarSpec[] = [
   { name: "JOTA_LOG_LEVEL", default: "info", description: "debug | info | warn | error" },
   { name: "DATABASE_URL", default: "", description: "PostgreSQL URL (postgres://user:password@host:5432/db); empty = embedded PGlite in JOTA_DATA_DIR/db" },
   { name: "JOTA_ROUTER_MODEL", default: "off", description: "on: ask the chat model (JSON-schema-constrained) to route turns that no rule matches; off: such turns are chat" },
+  { name: "JOTA_GRPC_PORT", default: "50050", description: "Port of the edge-device gRPC service jota.v1.Assistant (0 picks a free one)" },
+  { name: "JOTA_SECRET", default: "(generated, kept in JOTA_DATA_DIR/secret)", description: "Server secret: API keys and device tokens are stored as HMAC-SHA256 under it" },
+  { name: "JOTA_SYNC_LIMIT_MS", default: "30000", description: "POST /api/v1/chat waits this long, then answers 202 PROCESSING and the turn runs on" },
+  { name: "JOTA_MAX_BODY_BYTES", default: "1048576", description: "Largest JSON request body (413 beyond)" },
+  { name: "JOTA_MAX_AUDIO_BYTES", default: "26214400", description: "Largest uploaded audio file (413 beyond)" },
+  { name: "JOTA_RATE_LIMIT", default: "120", description: "Requests per minute per API key or device (token bucket; 429 with Retry-After beyond)" },
+  { name: "JOTA_RATE_BURST", default: "30", description: "Token-bucket burst: requests a key may make at once" },
+  { name: "JOTA_MAX_STREAMS", default: "8", description: "Concurrent streaming turns per API key or device" },
+  { name: "JOTA_WS_MAX_FRAME_BYTES", default: "65536", description: "Largest WebSocket frame a client may send (the socket is closed with 1009 beyond)" },
+  { name: "JOTA_OIDC_ISSUER", default: "", description: "OIDC issuer; with JOTA_OIDC_JWKS_URL, bearer JWTs from it are accepted (Keycloak-style)" },
+  { name: "JOTA_OIDC_AUDIENCE", default: "", description: "Audience an OIDC token must carry" },
+  { name: "JOTA_OIDC_JWKS_URL", default: "", description: "JWKS URL to verify OIDC tokens' signatures" },
   { name: "JOTA_ROUTER_RULES", default: "", description: "JSON file of extra intent-routing patterns (format: control-plane/src/router/rules.ts)" },
 ];
+
+export interface GatewayConfig {
+  grpcPort: number;
+  /** undefined: generated once and kept in dataDir/secret. */
+  secret: string | undefined;
+  syncLimitMs: number;
+  maxBodyBytes: number;
+  maxAudioBytes: number;
+  rateLimitPerMin: number;
+  rateBurst: number;
+  maxStreamsPerKey: number;
+  wsMaxFrameBytes: number;
+  oidc: { issuer: string; audience: string; jwksUrl: string } | undefined;
+}
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
 
@@ -62,6 +88,7 @@ export interface Config {
   /** PostgreSQL; undefined means the embedded PGlite database in dataDir. */
   databaseUrl: string | undefined;
   router: RouterConfig;
+  gateway: GatewayConfig;
 }
 
 export interface RouterConfig {
@@ -175,11 +202,35 @@ export function loadConfig(env: Env = process.env, randomToken: () => string = d
     transcriptionUrls,
     usesTestModels: localModels.some((m) => !!m && path.dirname(m) === testModelsDir),
     databaseUrl: databaseUrl(env),
+    gateway: Object.freeze(gatewayConfig(env)),
     router: Object.freeze({
       model: onOff(env, "JOTA_ROUTER_MODEL", "off"),
       rulesFile: resolvePath(str(env, "JOTA_ROUTER_RULES", "")) || undefined,
     }),
   });
+}
+
+function gatewayConfig(env: Env): GatewayConfig {
+  const secret = str(env, "JOTA_SECRET", "");
+  if (secret !== "" && secret.length < 16) throw new ConfigError("JOTA_SECRET", "is shorter than 16 characters");
+  const issuer = str(env, "JOTA_OIDC_ISSUER", "");
+  const audience = str(env, "JOTA_OIDC_AUDIENCE", "");
+  const jwksUrl = str(env, "JOTA_OIDC_JWKS_URL", "");
+  if ((issuer === "") !== (jwksUrl === ""))
+    throw new ConfigError(issuer === "" ? "JOTA_OIDC_ISSUER" : "JOTA_OIDC_JWKS_URL", "OIDC needs both JOTA_OIDC_ISSUER and JOTA_OIDC_JWKS_URL");
+  if (jwksUrl !== "" && !/^https?:\/\//.test(jwksUrl)) throw new ConfigError("JOTA_OIDC_JWKS_URL", "is not an http(s) URL");
+  return {
+    grpcPort: int(env, "JOTA_GRPC_PORT", 50050, 0, 65535),
+    secret: secret || undefined,
+    syncLimitMs: int(env, "JOTA_SYNC_LIMIT_MS", 30_000, 0, 3_600_000),
+    maxBodyBytes: int(env, "JOTA_MAX_BODY_BYTES", 1 << 20, 1024, 1 << 30),
+    maxAudioBytes: int(env, "JOTA_MAX_AUDIO_BYTES", 25 << 20, 1024, 2 ** 31),
+    rateLimitPerMin: int(env, "JOTA_RATE_LIMIT", 120, 1, 1_000_000),
+    rateBurst: int(env, "JOTA_RATE_BURST", 30, 1, 1_000_000),
+    maxStreamsPerKey: int(env, "JOTA_MAX_STREAMS", 8, 1, 100_000),
+    wsMaxFrameBytes: int(env, "JOTA_WS_MAX_FRAME_BYTES", 64 << 10, 1024, 64 << 20),
+    oidc: issuer ? { issuer, audience, jwksUrl } : undefined,
+  };
 }
 
 function defaultToken(): string {
