@@ -42,6 +42,10 @@ describe("config", () => {
     [{ JOTA_INFERENCE_URLS: "http://x" }, "JOTA_INFERENCE_URLS", /not host:port/],
     [{ JOTA_LOG_LEVEL: "loud" }, "JOTA_LOG_LEVEL", /not one of/],
     [{ JOTA_MODEL: "", JOTA_EMBED_MODEL: "" }, "JOTA_MODEL", /no chat or embedding model/],
+    [{ JOTA_DATA_DIR: "" }, "JOTA_DATA_DIR", /is empty/],
+    [{ JOTA_SECRET: "short" }, "JOTA_SECRET", /shorter than 16/],
+    [{ JOTA_SYNC_LIMIT_MS: "-1" }, "JOTA_SYNC_LIMIT_MS", /outside/],
+    [{ JOTA_OIDC_ISSUER: "https://id.example/realms/jota" }, "JOTA_OIDC_JWKS_URL", /needs both/],
   ] as const) {
     it(`rejects ${JSON.stringify(env)} naming ${variable}`, () => {
       assert.throws(

@@ -53,6 +53,8 @@ const CASES: Record<string, Record<string, [Outcome, (r: Repositories, intruder:
     list: ["empty", async (r, i, v) => (await r.messages.list(i, v.conversationId)).items],
     recent: ["empty", (r, i, v) => r.messages.recent(i, v.conversationId, 10)],
     setTokens: ["not found", (r, i, v) => r.messages.setTokens(i, v.messageId, 1)],
+    ofRequest: ["empty", (r, i, v) => r.messages.ofRequest(i, v.requestId)],
+    ofRequests: ["empty", (r, i, v) => r.messages.ofRequests(i, [v.requestId])],
   },
   requests: {
     beginTurn: ["not found", (r, i, v) => r.requests.beginTurn(i, v.conversationId, { content: "injected" })],
@@ -86,7 +88,7 @@ const CASES: Record<string, Record<string, [Outcome, (r: Repositories, intruder:
   },
 };
 /** Not scoped by a user, by design (see repositories/index.ts). */
-const UNSCOPED: Record<string, string[]> = { apiKeys: ["authenticate"], devices: ["authenticate"] };
+const UNSCOPED: Record<string, string[]> = { apiKeys: ["authenticate", "ownerOf"], devices: ["authenticate"] };
 
 describeBackends("per-user isolation", (fx) => {
   it("covers every method of every user-data repository", async () => {

@@ -191,7 +191,7 @@ export function loadConfig(env: Env = process.env, randomToken: () => string = d
   return Object.freeze({
     host: str(env, "JOTA_HOST", "127.0.0.1"),
     httpPort: int(env, "JOTA_HTTP_PORT", 8080, 0, 65535),
-    dataDir: resolvePath(str(env, "JOTA_DATA_DIR", "./data")),
+    dataDir: dataDir(env),
     buildDir: resolvePath(str(env, "JOTA_BUILD_DIR", "")) || defaultBuildDir,
     logLevel: logLevel as LogLevel,
     engineToken: token || randomToken(),
@@ -208,6 +208,12 @@ export function loadConfig(env: Env = process.env, randomToken: () => string = d
       rulesFile: resolvePath(str(env, "JOTA_ROUTER_RULES", "")) || undefined,
     }),
   });
+}
+
+function dataDir(env: Env): string {
+  const d = str(env, "JOTA_DATA_DIR", "./data");
+  if (d === "") throw new ConfigError("JOTA_DATA_DIR", "is empty: name a folder (default ./data)");
+  return resolvePath(d);
 }
 
 function gatewayConfig(env: Env): GatewayConfig {

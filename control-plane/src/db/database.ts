@@ -26,6 +26,12 @@ export interface DatabaseOptions {
   migrationsDir?: string;
   /** PostgreSQL connections per process. */
   poolSize?: number;
+  /**
+   * The server secret (JOTA_SECRET or the generated one) that API keys and
+   * device tokens are hashed under. Without it the database works, but
+   * creating or checking a credential throws MissingSecretError.
+   */
+  secret?: string;
 }
 
 export interface Database {
@@ -64,7 +70,7 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
     pool.on("error", (err) => logger.warn("idle PostgreSQL connection failed", { error: err.message }));
     const prisma = new PrismaClient({ adapter: postgresAdapter(pool) });
     logger.info("database ready", { backend: "postgres", location, applied: result.applied });
-    return finish("postgres", location, prisma, result, async () => {
+    return finish("postgres", location, prisma, result, opts.secret, async () => {
       await prisma.$disconnect();
       await pool.end();
     });
@@ -81,7 +87,7 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
       applied: result.applied,
       durability: "survives a process crash, not a power loss (see control-plane/src/db/embedded.ts)",
     });
-    return finish("pglite", handle.dir, prisma, result, async () => {
+    return finish("pglite", handle.dir, prisma, result, opts.secret, async () => {
       await prisma.$disconnect();
       await handle.close();
     });
@@ -96,6 +102,7 @@ function finish(
   location: string,
   prisma: PrismaClient,
   migrations: MigrateResult,
+  secret: string | undefined,
   close: () => Promise<void>,
 ): Database {
   let closing: Promise<void> | undefined;
@@ -103,7 +110,7 @@ function finish(
     backend,
     location,
     prisma,
-    repos: createRepositories(prisma),
+    repos: createRepositories(prisma, { secret }),
     migrations,
     close: () => (closing ??= close()),
   };

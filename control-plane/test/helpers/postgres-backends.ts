@@ -16,6 +16,9 @@ import { startPostgres, type PgCluster } from "./postgres";
 
 export type BackendKind = "pglite" | "postgres";
 
+/** The server secret the fixtures open databases with (API keys and device tokens are hashed under it). */
+export const TEST_SECRET = "test-secret-0123456789abcdef";
+
 /** Where a test database lives: a PGlite directory or a PostgreSQL URL. */
 export type Location = { dataDir: string; url?: undefined } | { url: string; dataDir?: undefined };
 
@@ -72,7 +75,7 @@ export function describeBackends(title: string, body: (fx: BackendFixture) => vo
         kind,
         fresh: async () => (kind === "pglite" ? { dataDir: await freshPgliteDir() } : { url: await cluster!.createDatabase() }),
         async open(loc, opts = {}) {
-          const db = await openDatabase({ logger: silentLogger, ...loc, ...opts });
+          const db = await openDatabase({ logger: silentLogger, secret: TEST_SECRET, ...loc, ...opts });
           opened.push(db);
           return db;
         },

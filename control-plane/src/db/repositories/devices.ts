@@ -1,8 +1,8 @@
 // Edge devices (e.g. microphone satellites) and their tokens.
 import type { Device, DeviceToken, PrismaClient, User } from "@prisma/client";
-import { ConflictError, NotFoundError, checkId, isUniqueViolation, scoped } from "./errors";
+import { ConflictError, NotFoundError, checkId, isUniqueViolation } from "./errors";
 import { keyset, type Page, type PageRequest } from "./pagination";
-import { hashSecret, newSecret } from "./secrets";
+import type { SecretHasher } from "./secrets";
 
 export interface NewDevice {
   name: string;
@@ -10,7 +10,10 @@ export interface NewDevice {
 }
 
 export class DeviceRepository {
-  constructor(private readonly prisma: PrismaClient) {}
+  constructor(
+    private readonly prisma: PrismaClient,
+    private readonly hasher: SecretHasher,
+  ) {}
 
   async create(userId: string, d: NewDevice): Promise<Device> {
     try {
@@ -33,24 +36,22 @@ export class DeviceRepository {
     return ks.page(await this.prisma.device.findMany({ where: { userId, ...ks.after }, orderBy: ks.orderBy, take: ks.take }));
   }
 
-  /** Revokes the device and every token it has. */
+  /** Revokes the device and every token it has. Idempotent: a revoked device keeps its first revocation time. */
   async revoke(userId: string, id: string): Promise<Device> {
     checkId("device", id);
     const now = new Date();
-    const [device] = await scoped("device", id, () =>
-      this.prisma.$transaction([
-        this.prisma.device.update({ where: { id, userId }, data: { revokedAt: now } }),
-        this.prisma.deviceToken.updateMany({ where: { deviceId: id, userId, revokedAt: null }, data: { revokedAt: now } }),
-      ]),
-    );
-    return device;
+    await this.prisma.$transaction([
+      this.prisma.device.updateMany({ where: { id, userId, revokedAt: null }, data: { revokedAt: now } }),
+      this.prisma.deviceToken.updateMany({ where: { deviceId: id, userId, revokedAt: null }, data: { revokedAt: now } }),
+    ]);
+    return this.get(userId, id);
   }
 
-  /** A new token for a device that is not revoked; the secret is returned once, only its hash is stored. */
+  /** A new token for a device that is not revoked; the secret is returned once, only its HMAC is stored. */
   async issueToken(userId: string, deviceId: string, expiresAt?: Date): Promise<{ token: DeviceToken; secret: string }> {
     const device = await this.get(userId, deviceId);
     if (device.revokedAt) throw new ConflictError(`device ${deviceId} is revoked`);
-    const s = newSecret("d");
+    const s = this.hasher.issue("d");
     const token = await this.prisma.deviceToken.create({
       data: { userId, deviceId, prefix: s.prefix, hash: s.hash, expiresAt },
     });
@@ -65,10 +66,13 @@ export class DeviceRepository {
     });
   }
 
-  revokeToken(userId: string, tokenId: string): Promise<DeviceToken> {
-    return scoped("device token", tokenId, () =>
-      this.prisma.deviceToken.update({ where: { id: checkId("device token", tokenId), userId }, data: { revokedAt: new Date() } }),
-    );
+  /** Idempotent, like revoke. */
+  async revokeToken(userId: string, tokenId: string): Promise<DeviceToken> {
+    const where = { id: checkId("device token", tokenId), userId };
+    await this.prisma.deviceToken.updateMany({ where: { ...where, revokedAt: null }, data: { revokedAt: new Date() } });
+    const token = await this.prisma.deviceToken.findFirst({ where });
+    if (!token) throw new NotFoundError("device token", tokenId);
+    return token;
   }
 
   /**
@@ -79,7 +83,7 @@ export class DeviceRepository {
    */
   async authenticate(secret: string, now = new Date()): Promise<{ device: Device; token: DeviceToken; user: User } | null> {
     const found = await this.prisma.deviceToken.findUnique({
-      where: { hash: hashSecret(secret) },
+      where: { hash: this.hasher.hash(secret) },
       include: { device: true, user: true },
     });
     if (!found || found.revokedAt || (found.expiresAt && found.expiresAt <= now)) return null;

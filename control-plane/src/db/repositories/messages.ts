@@ -48,6 +48,20 @@ export class MessageRepository {
     );
   }
 
+  /** The messages a turn carried (the user's, and the reply when one was stored), oldest first. */
+  ofRequest(userId: string, requestId: string): Promise<Message[]> {
+    return this.ofRequests(userId, [requestId]);
+  }
+
+  /** The messages of several turns in one query (a page of requests), oldest first. */
+  ofRequests(userId: string, requestIds: string[]): Promise<Message[]> {
+    if (requestIds.length === 0) return Promise.resolve([]);
+    return this.prisma.message.findMany({
+      where: { userId, requestId: { in: requestIds.map((id) => checkId("request", id)) } },
+      orderBy: [{ createdAt: "asc" }, { id: "asc" }],
+    });
+  }
+
   /** The newest `limit` messages, oldest first: the history window a prompt is built from. */
   async recent(userId: string, conversationId: string, limit: number): Promise<Message[]> {
     const rows = await this.prisma.message.findMany({
