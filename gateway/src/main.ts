@@ -1,18 +1,11 @@
-// `npm start`: the whole stack on one machine. Starts the engines as child
-// processes, then the gateway, prints where it listens, and on Ctrl-C (or
-// SIGTERM) stops everything it started, children included.
-import http from "node:http";
-import type { AddressInfo } from "node:net";
-import fs from "node:fs";
-import {
-  ConfigError,
-  createLogger,
-  loadConfig,
-  localEngines,
-  type EngineProcess,
-} from "@jota/control-plane";
-import { createApp } from "./app";
-import type { EngineTarget } from "./http/health";
+// `npm start`: the whole stack on one machine. Opens the database, starts the
+// engines as child processes, then the gateway (HTTP + WebSocket, edge gRPC),
+// prints where it listens, and on Ctrl-C (or SIGTERM) stops everything it
+// started, children included.
+import { ConfigError, createLogger, loadConfig } from "@jota/control-plane";
+import { startGateway, type Gateway } from "./server";
+import { openStack, type Stack } from "./stack";
+import { bootstrapAdmin } from "./auth/bootstrap";
 
 async function main(): Promise<number> {
   let config;
@@ -25,9 +18,7 @@ async function main(): Promise<number> {
     }
     throw err;
   }
-  const log = createLogger(config.logLevel, { component: "gateway" });
-  fs.mkdirSync(config.dataDir, { recursive: true });
-
+  const log = createLogger(config.logLevel, { component: "jota" });
   if (config.usesTestModels)
     log.warn(
       "running on GENERATED TEST MODELS with random weights: replies are gibberish. " +
@@ -35,20 +26,16 @@ async function main(): Promise<number> {
         "(`npm run models:download` fetches recommended ones where the internet is reachable).",
     );
 
-  const engines = localEngines(config, log);
-  const running: EngineProcess[] = [];
-  let stopping = false;
-  const server = http.createServer();
-
-  const shutdown = async (why: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info("stopping", { reason: why });
-    server.closeAllConnections();
-    await new Promise<void>((r) => server.close(() => r()));
-    await Promise.all(running.map((e) => e.stop()));
-    log.info("stopped");
-  };
+  let stack: Stack | undefined;
+  let gateway: Gateway | undefined;
+  let stopping: Promise<void> | undefined;
+  const shutdown = (why: string) =>
+    (stopping ??= (async () => {
+      log.info("stopping", { reason: why });
+      await gateway?.close();
+      await stack?.close();
+      log.info("stopped");
+    })());
   const onSignal = (sig: NodeJS.Signals) => {
     void shutdown(sig).then(() => process.exit(0));
   };
@@ -56,42 +43,21 @@ async function main(): Promise<number> {
   process.on("SIGTERM", onSignal);
 
   try {
-    const starts = [engines.inference, engines.transcription]
-      .filter((e): e is EngineProcess => !!e)
-      .map(async (e) => {
-        running.push(e);
-        await e.start();
-      });
-    await Promise.all(starts);
+    stack = await openStack(config, log);
+    if (stopping) return 0;
+    await bootstrapAdmin(stack, log);
+    gateway = await startGateway(stack, { host: config.host, httpPort: config.httpPort, grpcPort: config.gateway.grpcPort });
   } catch (err) {
-    log.error("an engine failed to start", { error: (err as Error).message });
-    await shutdown("engine start failure");
+    log.error("start-up failed", { error: (err as Error).message });
+    await shutdown("start-up failure");
     return 1;
   }
-  if (stopping) return 0;
-
-  const targets = (): EngineTarget[] => [
-    ...(engines.inference?.address
-      ? [{ kind: "inference" as const, address: engines.inference.address, service: "jota.v1.Inference" }]
-      : config.inferenceUrls.map((address) => ({ kind: "inference" as const, address, service: "jota.v1.Inference" }))),
-    ...(engines.transcription?.address
-      ? [{ kind: "transcription" as const, address: engines.transcription.address, service: "jota.v1.Transcription" }]
-      : config.transcriptionUrls.map((address) => ({
-          kind: "transcription" as const,
-          address,
-          service: "jota.v1.Transcription",
-        }))),
-  ];
-  server.on("request", createApp({ engines: targets }));
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(config.httpPort, config.host, () => resolve());
-  });
-  const { port } = server.address() as AddressInfo;
   log.info("listening", {
-    http: `http://${config.host}:${port}`,
-    health: `http://${config.host}:${port}/health`,
-    engines: targets().map((t) => `${t.kind}@${t.address}`),
+    http: gateway.url,
+    health: `${gateway.url}/health/ready`,
+    grpc: gateway.grpcAddress,
+    database: stack.db.backend,
+    engines: stack.pool.status().map((s) => `${s.kind}@${s.address}`),
   });
   return -1; // keep running until a signal
 }

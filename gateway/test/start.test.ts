@@ -57,6 +57,7 @@ async function startJota(dataDir: string): Promise<Started> {
       JOTA_HTTP_PORT: "0",
       JOTA_INFERENCE_PORT: "0",
       JOTA_TRANSCRIPTION_PORT: "0",
+      JOTA_GRPC_PORT: "0",
       JOTA_DATA_DIR: dataDir,
       JOTA_THREADS: "1",
       JOTA_CTX_SIZE: "512",
@@ -72,7 +73,7 @@ async function startJota(dataDir: string): Promise<Started> {
       try {
         const j = JSON.parse(l);
         lines.push(j);
-        if (j.component === "gateway" && j.msg === "listening") {
+        if (j.msg === "listening" && typeof j.http === "string") {
           clearTimeout(timer);
           resolve(j.http);
         }
@@ -93,7 +94,7 @@ describe("npm start process", function () {
   });
   afterEach(() => fs.rmSync(dataDir, { recursive: true, force: true }));
 
-  it("serves health with both engines, warns about test models, and stops cleanly on SIGINT", async () => {
+  it("serves health with the database and both engines, makes the first admin key, and stops cleanly on SIGINT", async () => {
     const { proc, url, lines } = await startJota(dataDir);
     const engines = engineChildren(proc.pid!);
     assert.equal(engines.length, 2, `expected 2 engine children, got ${engines}`);
@@ -103,9 +104,18 @@ describe("npm start process", function () {
     assert.equal(live.status, 200);
     const ready = await fetch(`${url}/health/ready`);
     assert.equal(ready.status, 200);
-    const body = (await ready.json()) as { status: string; components: { name: string; status: string }[] };
+    assert.deepEqual(await ready.json(), { status: "ok" });
+    // The deep health needs an admin credential: the first start wrote one to the data folder.
+    assert.equal((await fetch(`${url}/health`)).status, 401);
+    const keyFile = path.join(dataDir, "admin-key");
+    assert.equal(fs.statSync(keyFile).mode & 0o777, 0o600);
+    const adminKey = fs.readFileSync(keyFile, "utf8").trim();
+    const deep = await fetch(`${url}/health`, { headers: { authorization: `Bearer ${adminKey}` } });
+    assert.equal(deep.status, 200);
+    const body = (await deep.json()) as { status: string; components: { name: string; kind: string; status: string }[] };
     assert.equal(body.status, "ok");
-    assert.deepEqual(body.components.map((c) => [c.name.split("@")[0], c.status]).sort(), [
+    assert.deepEqual(body.components.map((c) => [c.kind, c.status]).sort(), [
+      ["database", "ok"],
       ["inference", "ok"],
       ["transcription", "ok"],
     ]);

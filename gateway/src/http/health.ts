@@ -1,46 +1,65 @@
-// /health/live (the process answers), /health/ready (it can serve a turn),
-// /health (every component with its status and latency; 200 or 503).
-import { Router } from "express";
-import { checkHealth, type ServingStatus } from "@jota/control-plane";
-
-export interface EngineTarget {
-  kind: "inference" | "transcription";
-  address: string;
-  service: string;
-}
+// /health/live: the process answers (public).
+// /health/ready: it can serve a turn: the database answers and at least one
+//   engine of each configured kind serves (public; says only ok/unavailable).
+// /health: every component with its status and latency, 200 or 503 (admin).
+import { Router, type Request, type Response } from "express";
+import { checkHealth } from "@jota/control-plane";
+import type { GatewayContext } from "../context";
+import { requireAdmin, requireAuth } from "../auth/middleware";
 
 export interface ComponentHealth {
   name: string;
+  kind: "database" | "inference" | "transcription";
   status: "ok" | "down";
-  detail: ServingStatus;
+  detail: string;
   latencyMs: number;
 }
 
-async function probe(t: EngineTarget): Promise<ComponentHealth> {
-  const t0 = performance.now();
-  const st = await checkHealth(t.address, t.service, 1500);
-  return {
-    name: `${t.kind}@${t.address}`,
-    status: st === "SERVING" ? "ok" : "down",
-    detail: st,
-    latencyMs: Math.round((performance.now() - t0) * 10) / 10,
-  };
+const ms = (t0: number) => Math.round((performance.now() - t0) * 10) / 10;
+
+async function components(ctx: GatewayContext): Promise<ComponentHealth[]> {
+  const db = (async (): Promise<ComponentHealth> => {
+    const t0 = performance.now();
+    try {
+      await ctx.stack.db.prisma.$queryRawUnsafe("SELECT 1");
+      return { name: `database (${ctx.stack.db.backend})`, kind: "database", status: "ok", detail: "SELECT 1", latencyMs: ms(t0) };
+    } catch (err) {
+      return { name: `database (${ctx.stack.db.backend})`, kind: "database", status: "down", detail: (err as Error).message, latencyMs: ms(t0) };
+    }
+  })();
+  const engines = ctx.stack.pool.status().map(async (s): Promise<ComponentHealth> => {
+    const t0 = performance.now();
+    const service = s.kind === "inference" ? "jota.v1.Inference" : "jota.v1.Transcription";
+    const st = await checkHealth(s.address, service, 1500);
+    return {
+      name: `${s.kind}@${s.address}`,
+      kind: s.kind,
+      status: st === "SERVING" ? "ok" : "down",
+      detail: s.kind === "inference" ? `${st}; slots ${s.slotsBusy}/${s.slotsTotal} busy, queue ${s.queueLength}` : st,
+      latencyMs: ms(t0),
+    };
+  });
+  return Promise.all([db, ...engines]);
 }
 
-export function healthRouter(engines: () => EngineTarget[]): Router {
+function ready(list: ComponentHealth[]): boolean {
+  const kinds = new Set(list.map((c) => c.kind));
+  return [...kinds].every((k) => list.some((c) => c.kind === k && c.status === "ok"));
+}
+
+export function healthRouter(ctx: GatewayContext): Router {
   const r = Router();
   r.get("/health/live", (_req, res) => {
     res.json({ status: "ok" });
   });
-  const deep = async (_req: unknown, res: import("express").Response) => {
-    const targets = engines();
-    const components = await Promise.all(targets.map(probe));
-    // Ready = at least one engine of each configured kind is serving.
-    const kinds = new Set(targets.map((t) => t.kind));
-    const ready = [...kinds].every((k) => targets.some((t, i) => t.kind === k && components[i]!.status === "ok"));
-    res.status(ready ? 200 : 503).json({ status: ready ? "ok" : "unavailable", components });
-  };
-  r.get("/health/ready", deep);
-  r.get("/health", deep);
+  r.get("/health/ready", async (_req: Request, res: Response) => {
+    const ok = ready(await components(ctx));
+    res.status(ok ? 200 : 503).json({ status: ok ? "ok" : "unavailable" });
+  });
+  r.get("/health", requireAuth(ctx.auth), requireAdmin(), async (_req: Request, res: Response) => {
+    const list = await components(ctx);
+    const ok = ready(list);
+    res.status(ok ? 200 : 503).json({ status: ok ? "ok" : "unavailable", components: list });
+  });
   return r;
 }

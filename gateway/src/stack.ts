@@ -1,0 +1,98 @@
+// Everything behind the network faces, started in order and stopped in
+// reverse: the database (migrated), the local engines (when no engine URLs
+// are configured), the engine pool, the intent router and the turn runner.
+// `npm start` and the gateway tests build the same Stack.
+import fs from "node:fs";
+import path from "node:path";
+import { randomBytes } from "node:crypto";
+import {
+  EnginePool,
+  TurnRunner,
+  databaseOptions,
+  localEngines,
+  openDatabase,
+  routerFromConfig,
+  type Config,
+  type Database,
+  type EngineProcess,
+  type IntentRouter,
+  type Logger,
+} from "@jota/control-plane";
+
+export interface Stack {
+  config: Config;
+  log: Logger;
+  db: Database;
+  pool: EnginePool;
+  router: IntentRouter;
+  runner: TurnRunner;
+  /** The server secret (JOTA_SECRET, or the one generated into the data folder). */
+  secret: string;
+  /** Engine processes this stack started (empty when it uses JOTA_*_URLS). */
+  processes: EngineProcess[];
+  close(): Promise<void>;
+}
+
+export interface StackOptions {
+  /** Pool timings (tests shorten them). */
+  pool?: { infoIntervalMs?: number; backoffInitialMs?: number; backoffMaxMs?: number };
+}
+
+export async function openStack(config: Config, log: Logger, opts: StackOptions = {}): Promise<Stack> {
+  fs.mkdirSync(config.dataDir, { recursive: true });
+  const cleanups: (() => Promise<void> | void)[] = [];
+  const close = async () => {
+    for (const c of cleanups.reverse()) await c();
+  };
+  try {
+    const secret = serverSecret(config);
+    const db = await openDatabase({ ...databaseOptions(config, log), secret });
+    cleanups.push(() => db.close());
+
+    const engines = localEngines(config, log);
+    const processes = [engines.inference, engines.transcription].filter((e): e is EngineProcess => !!e);
+    cleanups.push(() => Promise.all(processes.map((p) => p.stop())).then(() => {}));
+    await Promise.all(processes.map((p) => p.start()));
+
+    const pool = new EnginePool({
+      inference: engines.inference?.address ? [engines.inference.address] : config.inferenceUrls,
+      transcription: engines.transcription?.address ? [engines.transcription.address] : config.transcriptionUrls,
+      token: config.engineToken,
+      logger: log,
+      ...opts.pool,
+    });
+    cleanups.push(() => pool.close());
+    const router = routerFromConfig(config, log, (req, signal) => pool.generate(req, { signal }));
+    const runner = new TurnRunner({ repos: db.repos, pool, router, logger: log });
+    cleanups.push(() => runner.close());
+    return { config, log, db, pool, router, runner, secret, processes, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
+/** JOTA_SECRET, or the one generated into the data folder (the CLI uses the same). */
+export function serverSecret(config: Config): string {
+  fs.mkdirSync(config.dataDir, { recursive: true });
+  return config.gateway.secret ?? loadOrCreateSecret(config.dataDir);
+}
+
+/** The generated server secret: created once (mode 0600), then read at every start. */
+function loadOrCreateSecret(dataDir: string): string {
+  const file = path.join(dataDir, "secret");
+  try {
+    return fs.readFileSync(file, "utf8").trim();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+  }
+  const secret = randomBytes(32).toString("base64url");
+  try {
+    fs.writeFileSync(file, secret + "\n", { mode: 0o600, flag: "wx" });
+    return secret;
+  } catch (err) {
+    // Another process created it first: use theirs.
+    if ((err as NodeJS.ErrnoException).code === "EEXIST") return fs.readFileSync(file, "utf8").trim();
+    throw err;
+  }
+}
