@@ -96,6 +96,23 @@ describe("authentication: API keys and device tokens", function () {
     assert.equal((await api(t, tok.json.secret, "GET", "/api/v1/conversations")).status, 200);
   });
 
+  it("GET /api/v1/me names the credential's user, how it authenticated, and its scopes", async () => {
+    const me = await api(t, ana.key, "GET", "/api/v1/me");
+    assert.equal(me.status, 200);
+    assert.deepEqual(me.json, {
+      user_id: ana.userId,
+      username: "ana",
+      role: "USER",
+      via: "api_key",
+      credential_id: ana.keyId,
+      device_id: null,
+      scopes: ["chat", "audio", "embeddings", "memory"],
+    });
+    const admin = await api(t, t.admin.key, "GET", "/api/v1/me");
+    assert.deepEqual([admin.json.user_id, admin.json.role, admin.json.scopes.includes("admin")], [t.admin.userId, "ADMIN", true]);
+    assertError(await api(t, undefined, "GET", "/api/v1/me"), 401, "unauthorized");
+  });
+
   it("a device token acts for its user, and stops with its device", async () => {
     const dev = await api(t, t.admin.key, "POST", `/api/v1/admin/users/${ana.userId}/devices`, { name: "kitchen", kind: "satellite" });
     const tok = await api(t, t.admin.key, "POST", `/api/v1/admin/users/${ana.userId}/devices/${dev.json.id}/tokens`);

@@ -16,6 +16,7 @@ import { conversationRoutes } from "./conversations";
 import { requestRoutes } from "./requests";
 import { adminRoutes } from "./admin";
 import { keyRoutes } from "./keys";
+import { meRoutes } from "./me";
 import { openaiRoutes } from "../openai/router";
 import { OpenAIErrorBody } from "../openai/errors";
 import { ErrorBody, mount, type RouteSpec } from "./schemas";
@@ -66,6 +67,7 @@ export function routeGroups(): RouteGroup[] {
         ...Object.values(chatRoutes),
         ...Object.values(conversationRoutes),
         ...Object.values(requestRoutes),
+        ...Object.values(meRoutes),
         ...Object.values(keyRoutes),
         ...Object.values(adminRoutes),
       ],

@@ -12,6 +12,7 @@ import { openapiRouter } from "./openapi";
 import { requestsRouter } from "./requests";
 import { adminRouter } from "./admin";
 import { keysRouter } from "./keys";
+import { meRouter } from "./me";
 
 export function apiRouter(ctx: GatewayContext): Router {
   const r = Router();
@@ -32,7 +33,7 @@ export function apiRouter(ctx: GatewayContext): Router {
   authed.use(chatRouter(ctx));
   authed.use(conversationsRouter(ctx));
   authed.use(requestsRouter(ctx));
-  authed.use(keysRouter(ctx), adminRouter(ctx));
+  authed.use(meRouter(ctx), keysRouter(ctx), adminRouter(ctx));
   r.use(authed);
   return r;
 }
