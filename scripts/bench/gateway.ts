@@ -173,7 +173,7 @@ async function startGatewayProcess(dataDir: string, engineAddress: string): Prom
       JOTA_RATE_LIMIT: "1000000",
       JOTA_RATE_BURST: "100000",
       JOTA_MAX_STREAMS: String(CLIENTS * 2),
-      JOTA_LOG_LEVEL: "warn",
+      JOTA_LOG_LEVEL: "info", // the "listening" line is info
     },
     stdio: ["ignore", "pipe", "pipe"],
   });
