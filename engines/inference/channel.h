@@ -1,12 +1,16 @@
-// The hand-over between the scheduler thread (producer) and the gRPC thread
+// The hand-over between the scheduler thread (producer) and the gRPC stream
 // serving one call (consumer). The consumer flags cancellation here; the
 // scheduler checks it before every token it decodes for that request.
+//
+// The consumer does not wait on the channel: it registers a listener that
+// Push() and Close() call on the producer's thread, so an event is written
+// the moment it exists and no thread wakes up to poll (a 5 ms poll loop here
+// used to wake every gRPC stream's thread ~2-5 times per token for nothing).
 #pragma once
 
 #include <atomic>
-#include <chrono>
-#include <condition_variable>
 #include <deque>
+#include <functional>
 #include <mutex>
 
 #include "jota/v1/inference.pb.h"
@@ -15,28 +19,51 @@ namespace jota::inference {
 
 class EventChannel {
  public:
+  // Set before the channel is handed to the producer. Called on the
+  // producer's thread (Push and Close are only called there), without the
+  // channel's lock held, after each Push and once after Close; never again
+  // after Close has returned.
+  void SetListener(std::function<void()> listener) { listener_ = std::move(listener); }
+
   void Push(jota::v1::GenerateEvent ev) {
-    std::lock_guard<std::mutex> lock(mu_);
-    events_.push_back(std::move(ev));
-    cv_.notify_one();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      events_.push_back(std::move(ev));
+    }
+    if (listener_) listener_();
   }
-  // After the last event; Pop then reports the end once the queue drains.
+  // After the last event; TryPop then reports the end once the queue drains.
   void Close() {
-    std::lock_guard<std::mutex> lock(mu_);
-    closed_ = true;
-    cv_.notify_one();
+    std::function<void()> last;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      closed_ = true;
+      last = std::move(listener_);  // the consumer may be gone once it has seen the end
+      listener_ = nullptr;
+    }
+    if (last) last();
   }
 
-  enum class PopResult { kEvent, kTimeout, kClosed };
-  PopResult Pop(jota::v1::GenerateEvent* ev, std::chrono::milliseconds timeout) {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait_for(lock, timeout, [&] { return !events_.empty() || closed_; });
-    if (!events_.empty()) {
-      *ev = std::move(events_.front());
-      events_.pop_front();
-      return PopResult::kEvent;
+  enum class PopResult { kEvent, kEmpty, kClosed };
+  // Takes the next event without waiting. Deltas that queued up behind a
+  // write still in flight go out as one delta (texts and ids concatenated,
+  // the first one's index): the client cannot tell, and a stream whose reader
+  // fell behind catches up in one message instead of one per token.
+  PopResult TryPop(jota::v1::GenerateEvent* ev) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (events_.empty()) return closed_ ? PopResult::kClosed : PopResult::kEmpty;
+    *ev = std::move(events_.front());
+    events_.pop_front();
+    if (ev->has_delta()) {
+      auto* d = ev->mutable_delta();
+      while (!events_.empty() && events_.front().has_delta()) {
+        const auto& next = events_.front().delta();
+        d->mutable_text()->append(next.text());
+        d->mutable_token_ids()->MergeFrom(next.token_ids());
+        events_.pop_front();
+      }
     }
-    return closed_ ? PopResult::kClosed : PopResult::kTimeout;
+    return PopResult::kEvent;
   }
 
   void Cancel() { cancelled_.store(true, std::memory_order_release); }
@@ -44,9 +71,9 @@ class EventChannel {
 
  private:
   std::mutex mu_;
-  std::condition_variable cv_;
   std::deque<jota::v1::GenerateEvent> events_;
   bool closed_ = false;
+  std::function<void()> listener_;
   std::atomic<bool> cancelled_{false};
 };
 

@@ -69,6 +69,7 @@ std::unique_ptr<Sampler> Sampler::Create(const LoadedModel& model, const jota::v
   if (grammar.empty()) {
     s->chain_ = NewChain();
     AddShaping(s->chain_.get(), vocab, p);
+    s->argmax_ = s->greedy_ && llama_sampler_chain_n(s->chain_.get()) == 0;
     llama_sampler_chain_add(s->chain_.get(), s->greedy_ ? llama_sampler_init_greedy() : llama_sampler_init_dist(seed));
     return s;
   }
@@ -83,11 +84,33 @@ std::unique_ptr<Sampler> Sampler::Create(const LoadedModel& model, const jota::v
 }
 
 llama_token Sampler::Sample(llama_context* ctx, int idx) {
+  if (argmax_) return Argmax(ctx, idx);
   if (!grammar_) return llama_sampler_sample(chain_.get(), ctx, idx);
   llama_token tok = SampleConstrained(ctx, idx);
   llama_sampler_accept(grammar_.get(), tok);
   llama_sampler_accept(shape_.get(), tok);
   return tok;
+}
+
+// What llama_sampler_sample() does with a chain of only the greedy sampler,
+// without its per-token copy of the row into a vocabulary-sized candidate
+// array (50k-150k entries, 12 bytes each) and the scan of that copy: the
+// first index of the largest logit, by the same strict '>' as
+// llama_sampler_greedy_apply, so ties and NaNs resolve to the same id. The
+// greedy sampler keeps no state, so there is nothing to accept. (A backend
+// sampler could have picked already: Jota's contexts configure none.)
+llama_token Sampler::Argmax(llama_context* ctx, int idx) const {
+  const float* logits = llama_get_logits_ith(ctx, idx);
+  if (logits == nullptr) throw std::runtime_error("no logits for batch row " + std::to_string(idx));
+  llama_token best = 0;
+  float best_logit = logits[0];
+  for (llama_token id = 1; id < n_vocab_; ++id) {
+    if (logits[id] > best_logit) {
+      best = id;
+      best_logit = logits[id];
+    }
+  }
+  return best;
 }
 
 bool Sampler::Accepts(llama_token tok) {

@@ -1,7 +1,9 @@
 // Token sampling for one request.
 //
 // Without a grammar this is llama.cpp's own sampler chain and
-// llama_sampler_sample(), so greedy output is exactly llama.cpp's.
+// llama_sampler_sample(), so greedy output is exactly llama.cpp's. Plain
+// greedy (temperature 0, no penalties) skips the chain: it is an argmax over
+// the logits row, the same comparison llama.cpp's greedy sampler makes.
 //
 // With a grammar, llama.cpp's grammar sampler checks every token of the
 // vocabulary at every step (151k for Qwen2: ~30 ms a token here). Two exact
@@ -46,6 +48,7 @@ class Sampler {
 
  private:
   Sampler() = default;
+  llama_token Argmax(llama_context* ctx, int idx) const;
   llama_token SampleConstrained(llama_context* ctx, int idx);
   bool Accepts(llama_token tok);
   llama_token Pick(llama_token_data_array& arr);
@@ -55,6 +58,7 @@ class Sampler {
   SamplerPtr grammar_;  // grammar path: the grammar, and...
   SamplerPtr shape_;    // ...penalties + truncation + temperature, without the final pick
   bool greedy_ = true;
+  bool argmax_ = false;    // no grammar, greedy, nothing before the pick: Argmax()
   bool by_token_ = false;  // the grammar refers to token ids: no by-first-byte shortcut
   std::mt19937 rng_;
   std::shared_ptr<const TokenGroups> groups_;

@@ -1,6 +1,8 @@
 // The scheduler: ONE thread owns the llama_context, the slots and the batch
 // (like llama-server's server_context). gRPC threads never touch them: they
-// Submit() a typed task and read typed events from its EventChannel.
+// Submit() a typed task and read typed events from its EventChannel. (The
+// channel's listener starts the gRPC write of each event from this thread,
+// without blocking it: see service.cpp's GenerateStream.)
 //
 // Each step builds one llama_batch holding the next token of every generating
 // slot plus a chunk of prompt for slots still prefilling, so a new request

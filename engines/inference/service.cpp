@@ -1,6 +1,7 @@
 #include "service.h"
 
 #include <cmath>
+#include <mutex>
 #include <random>
 
 #include "build_info.h"
@@ -97,6 +98,22 @@ void InferenceService::Shutdown() {
 Status InferenceService::Admit(const grpc::ServerContext& ctx) const {
   Status st = auth_.Check(ctx);
   if (!st.ok()) return st;
+  return AdmitAuthorized();
+}
+
+// BearerAuth::Check takes the synchronous API's context; this is the same
+// check on the callback API's.
+Status InferenceService::Admit(const grpc::CallbackServerContext& ctx) const {
+  if (auth_.enabled()) {
+    const auto& md = ctx.client_metadata();
+    auto it = md.find("authorization");
+    std::string value = it == md.end() ? "" : std::string(it->second.data(), it->second.size());
+    if (Status st = auth_.CheckHeader(it == md.end() ? nullptr : &value); !st.ok()) return st;
+  }
+  return AdmitAuthorized();
+}
+
+Status InferenceService::AdmitAuthorized() const {
   if (!ready_.load()) return Status(StatusCode::UNAVAILABLE, "model is still loading");
   return Status::OK;
 }
@@ -214,44 +231,122 @@ Status InferenceService::BuildTask(const jota::v1::GenerateRequest& req, Generat
   return Status::OK;
 }
 
-Status InferenceService::Generate(grpc::ServerContext* ctx, const jota::v1::GenerateRequest* req,
-                                  grpc::ServerWriter<jota::v1::GenerateEvent>* writer) {
-  if (Status st = Admit(*ctx); !st.ok()) return st;
-  if (Status st = NeedChat(); !st.ok()) return st;
+namespace {
+// A Generate call that ends before it starts (bad request, no slot): its status only.
+class RejectedStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
+ public:
+  explicit RejectedStream(Status status) { Finish(std::move(status)); }
+  void OnDone() override { delete this; }
+};
+
+// Writes one request's events to its client. Pump() runs on whichever thread
+// has something new: the scheduler's (an event was pushed: written at once,
+// from that thread, when no write is in flight), or gRPC's (the previous
+// write completed). gRPC allows one write in flight per stream; events that
+// arrive meanwhile wait in the channel and go out together (TryPop).
+//
+// When the client goes away (cancel, deadline, broken connection) OnCancel
+// tells the scheduler at once, which ends the request before its next token;
+// the stream finishes only once the scheduler has closed the channel, so the
+// scheduler never calls into a deleted stream.
+class GenerateStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
+ public:
+  explicit GenerateStream(std::shared_ptr<EventChannel> channel) : channel_(std::move(channel)) {
+    channel_->SetListener([this] { Pump(); });
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      writing_ = false;
+      if (!ok) cancelled_ = true;  // the stream broke: nothing more can be written
+    }
+    if (!ok) channel_->Cancel();
+    Pump();
+  }
+
+  void OnCancel() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      cancelled_ = true;
+    }
+    channel_->Cancel();
+    Pump();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void Pump() {
+    bool write = false, cancelled = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (writing_ || finished_) return;
+      for (;;) {
+        auto r = channel_->TryPop(&event_);
+        if (r == EventChannel::PopResult::kEmpty) return;
+        if (r == EventChannel::PopResult::kClosed) break;
+        if (cancelled_) continue;  // drain until the scheduler lets go
+        writing_ = true;
+        break;
+      }
+      write = writing_;
+      if (!write) finished_ = true;
+      cancelled = cancelled_;
+    }
+    // Outside the lock: gRPC may run OnWriteDone on another thread at once,
+    // and once Finish is called this object may be deleted (OnDone) at any
+    // moment, so nothing of it is touched after that. While writing_ is set
+    // no other Pump gets past the check above, so event_ is ours to send.
+    if (write) {
+      bool own = false;
+      wire_.Clear();
+      if (!grpc::SerializationTraits<jota::v1::GenerateEvent>::Serialize(event_, &wire_, &own).ok()) {
+        OnWriteDone(false);  // cannot happen below 2 GiB; treated as a broken stream
+        return;
+      }
+      StartWrite(&wire_);
+      return;
+    }
+    Finish(cancelled ? Status(StatusCode::CANCELLED, "generation cancelled by the client") : Status::OK);
+  }
+
+  std::shared_ptr<EventChannel> channel_;
+  std::mutex mu_;
+  jota::v1::GenerateEvent event_;  // the event being written...
+  grpc::ByteBuffer wire_;          // ...serialized: valid until OnWriteDone
+  bool writing_ = false, finished_ = false, cancelled_ = false;
+};
+}  // namespace
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* InferenceService::Generate(grpc::CallbackServerContext* ctx,
+                                                                    const grpc::ByteBuffer* request) {
+  // The same parse, and so the same INTERNAL status on failure, as gRPC's
+  // typed handlers (Deserialize consumes its buffer: it gets a copy, which
+  // shares the slices).
+  jota::v1::GenerateRequest req;
+  grpc::ByteBuffer copy(*request);
+  if (Status st = grpc::SerializationTraits<jota::v1::GenerateRequest>::Deserialize(&copy, &req); !st.ok())
+    return new RejectedStream(st);
+  if (Status st = Admit(*ctx); !st.ok()) return new RejectedStream(st);
+  if (Status st = NeedChat(); !st.ok()) return new RejectedStream(st);
   auto task = std::make_unique<GenerateTask>();
-  if (Status st = BuildTask(*req, task.get()); !st.ok()) return st;
+  if (Status st = BuildTask(req, task.get()); !st.ok()) return new RejectedStream(st);
   auto channel = std::make_shared<EventChannel>();
   task->channel = channel;
-  switch (scheduler_->Submit(std::move(task))) {
-    case Scheduler::SubmitResult::kQueued:
-      break;
-    case Scheduler::SubmitResult::kQueueFull:
-      return Status(StatusCode::RESOURCE_EXHAUSTED, "all " + std::to_string(config_.scheduler.slots) +
-                                                        " slots are busy and the wait queue (" +
-                                                        std::to_string(config_.scheduler.queue_max) + ") is full");
-    case Scheduler::SubmitResult::kStopped:
-      return Status(StatusCode::UNAVAILABLE, "engine shutting down");
-  }
-  // Stream until `done`. The client going away (cancel, deadline, broken
-  // connection) is noticed within a few milliseconds and handed to the
-  // scheduler, which stops before the request's next token.
-  jota::v1::GenerateEvent ev;
-  bool cancelled = false;
-  for (;;) {
-    auto r = channel->Pop(&ev, std::chrono::milliseconds(5));
-    if (!cancelled && ctx->IsCancelled()) {
-      cancelled = true;
-      channel->Cancel();
-    }
-    if (r == EventChannel::PopResult::kClosed) break;
-    if (r == EventChannel::PopResult::kTimeout || cancelled) continue;  // drain until the scheduler lets go
-    if (!writer->Write(ev)) {
-      cancelled = true;
-      channel->Cancel();
-    }
-  }
-  if (cancelled) return Status(StatusCode::CANCELLED, "generation cancelled by the client");
-  return Status::OK;
+  // The stream listens before the scheduler can push `started`.
+  auto* stream = new GenerateStream(channel);
+  auto result = scheduler_->Submit(std::move(task));
+  if (result == Scheduler::SubmitResult::kQueued) return stream;
+  // Not queued: the task (the only producer) is gone, so nothing calls the
+  // stream, which gRPC never saw.
+  delete stream;
+  if (result == Scheduler::SubmitResult::kQueueFull)
+    return new RejectedStream(Status(StatusCode::RESOURCE_EXHAUSTED,
+                                     "all " + std::to_string(config_.scheduler.slots) +
+                                         " slots are busy and the wait queue (" +
+                                         std::to_string(config_.scheduler.queue_max) + ") is full"));
+  return new RejectedStream(Status(StatusCode::UNAVAILABLE, "engine shutting down"));
 }
 
 Status InferenceService::Embed(grpc::ServerContext* ctx, const jota::v1::EmbedRequest* req,

@@ -19,7 +19,15 @@ struct EngineConfig {
   int threads = 1;
 };
 
-class InferenceService final : public jota::v1::Inference::Service {
+// Generate uses gRPC's callback API (a write reactor, service.cpp's
+// GenerateStream): events are written as the scheduler produces them and a
+// cancelled or expired call is reported by OnCancel, with no thread per
+// stream polling for either. It is the raw (ByteBuffer) flavour so that a
+// request that does not parse still gets INTERNAL, as from a synchronous
+// method (the typed callback handler answers UNIMPLEMENTED). The other
+// methods are plain synchronous calls.
+class InferenceService final
+    : public jota::v1::Inference::WithRawCallbackMethod_Generate<jota::v1::Inference::Service> {
  public:
   InferenceService(BearerAuth auth, EngineConfig config);
   ~InferenceService() override;
@@ -32,8 +40,8 @@ class InferenceService final : public jota::v1::Inference::Service {
 
   grpc::Status Info(grpc::ServerContext* ctx, const jota::v1::InfoRequest* req,
                     jota::v1::InferenceInfo* res) override;
-  grpc::Status Generate(grpc::ServerContext* ctx, const jota::v1::GenerateRequest* req,
-                        grpc::ServerWriter<jota::v1::GenerateEvent>* writer) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Generate(grpc::CallbackServerContext* ctx,
+                                                      const grpc::ByteBuffer* request) override;
   grpc::Status Embed(grpc::ServerContext* ctx, const jota::v1::EmbedRequest* req,
                      jota::v1::EmbedResponse* res) override;
   grpc::Status Tokenize(grpc::ServerContext* ctx, const jota::v1::TokenizeRequest* req,
@@ -46,6 +54,8 @@ class InferenceService final : public jota::v1::Inference::Service {
  private:
   // Auth first, then readiness: UNAUTHENTICATED / UNAVAILABLE (still loading).
   grpc::Status Admit(const grpc::ServerContext& ctx) const;
+  grpc::Status Admit(const grpc::CallbackServerContext& ctx) const;
+  grpc::Status AdmitAuthorized() const;
   grpc::Status NeedChat() const;
   // Chat messages -> prompt text through the model's (or the given) template.
   grpc::Status RenderChat(const google::protobuf::RepeatedPtrField<jota::v1::ChatMessage>& messages,
