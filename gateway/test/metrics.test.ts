@@ -55,7 +55,8 @@ function parsePrometheus(text: string): { samples: Sample[]; types: Map<string, 
       labels[l[1]!] = l[2]!.replace(/\\(.)/g, (_, c: string) => (c === "n" ? "\n" : c));
     }
     const value = rawValue === "+Inf" ? Infinity : rawValue === "-Inf" ? -Infinity : Number(rawValue);
-    assert.ok(rawValue === "NaN" || !Number.isNaN(value), `bad value in ${JSON.stringify(line)}`);
+    // Prometheus parses NaN in any case (Go's ParseFloat); prom-client writes a lag sampled before any loop turn as "Nan".
+    assert.ok(/^nan$/i.test(rawValue) || !Number.isNaN(value), `bad value in ${JSON.stringify(line)}`);
     samples.push({ name: name!, labels, value });
   }
   return { samples, types };
