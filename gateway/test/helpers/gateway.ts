@@ -82,6 +82,9 @@ export async function startTestGateway(opts: TestGatewayOptions = {}): Promise<T
     JOTA_TRANSCRIPTION_URLS: transcription?.address ?? "",
     JOTA_WHISPER_MODEL: "",
     JOTA_SECRET: "test-secret-0123456789abcdef",
+    // Tests make many calls with one key in quick bursts; the limit tests set their own.
+    JOTA_RATE_LIMIT: "100000",
+    JOTA_RATE_BURST: "100000",
     ...opts.env,
   });
   const log = opts.logger ?? silentLogger;
