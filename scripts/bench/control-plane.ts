@@ -3,10 +3,11 @@
 // jota-inference with 2 threads, 2 slots, ctx 2048:
 //   - direct: one GenerateRequest sent straight to the engine over gRPC (the
 //     ts-proto client, its own channel);
-//   - control plane: turn() (control-plane/src/sessions/turn.ts) over an
-//     EnginePool on the same engine, with all of its database work (request
-//     and user message, route, affinity, token counts, STREAMING, outcome and
-//     reply) on embedded PGlite in a fresh data directory.
+//   - control plane: turn() (control-plane/src/sessions/turn.ts, with the
+//     conversation locks, as runner.ts calls it) over an EnginePool on the
+//     same engine, with all of its database work (request and user message,
+//     route, affinity, token counts, STREAMING, outcome and reply) on
+//     embedded PGlite in a fresh data directory.
 // The same request both ways: every run is the first turn of a new
 // conversation (so neither side has a KV cache to reuse), and the direct
 // request carries exactly the messages the turn sends (its system message,
@@ -26,7 +27,8 @@
 //   added_ttft_ms_p50: the median of the per-pair differences (cp - direct);
 //   tail: the control plane's last delta to its `done` event (the outcome and
 //     reply written), not part of either rate.
-// The last line of output is one JSON object with the figures.
+// BENCH_RUNS sets the number of pairs (default 7). The last line of output
+// is one JSON object with the figures.
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -36,6 +38,7 @@ import { EnginePool } from "../../control-plane/src/engines/pool";
 import { InferenceClient, type ChatMessage, type GenerateEvent, GenerateRequest } from "../../control-plane/src/gen/jota/v1/inference";
 import { silentLogger } from "../../control-plane/src/log";
 import { DEFAULT_SYSTEM_PROMPT, systemMessage } from "../../control-plane/src/sessions/prompt";
+import { ConversationLocks } from "../../control-plane/src/sessions/locks";
 import { turn, type TurnOptions } from "../../control-plane/src/sessions/turn";
 import { requireFile, startEngine, testModel } from "../../control-plane/test/helpers/engines";
 
@@ -129,7 +132,8 @@ async function main() {
   try {
     await pool.ready("inference", 30_000);
     const user = await db.repos.users.create({ username: "bench" });
-    const deps = { repos: db.repos, pool, logger: silentLogger };
+    // With the conversation locks, as the runner (runner.ts) calls it.
+    const deps = { repos: db.repos, pool, logger: silentLogger, locks: new ConversationLocks() };
     const opts: TurnOptions = { maxTokens: GEN, sampling: SAMPLING };
     let sessions = 0;
 
