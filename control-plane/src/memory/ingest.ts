@@ -1,0 +1,369 @@
+// Ingestion: a document's text -> token-sized chunks -> embeddings from the
+// inference engine -> points in the vector store. One call per document;
+// BullMQ jobs wrap it elsewhere (it reports progress and honours an abort
+// signal so that a job can show and cancel it).
+//
+// Chunking counts real tokens: the engine's Tokenize RPC with
+// embedding_model set uses the embedding model's own vocabulary (the one
+// Embed uses), so a chunk's size is what the model will see, not a
+// characters-per-token guess. The text is cut only at natural boundaries,
+// tried in order: blank lines (paragraphs, Markdown blocks), line breaks,
+// sentence ends, spaces, and only for a run of text with none of those
+// (a long URL, base64), fixed-size pieces. Pieces are packed into chunks of
+// at most `chunkTokens` tokens; each chunk after the first begins with the
+// previous one's last `overlapTokens` tokens or fewer (whole sentences where
+// they fit, whole words otherwise), so text cut between two chunks is whole
+// in one of them. Each chunk is a slice of the original
+// text (offsets kept), so what is stored and shown is what the user wrote,
+// not the tokenizer's lower-cased, re-spaced rendering of it.
+//
+// Nothing is written until every chunk has been embedded: bad input, an
+// engine failure or an abort leaves the store as it was. Re-ingesting a
+// source replaces its previous chunks (deleted just before the new ones are
+// written).
+import type {
+  EmbedRequest,
+  EmbedResponse,
+  InferenceInfo,
+  TokenizeRequest,
+  TokenizeResponse,
+} from "../gen/jota/v1/inference";
+import { UnknownDocumentError, checkPoints, type VectorPoint, type VectorStore } from "./vector/store";
+
+/** What ingestion needs of an inference engine (InferenceEngineClient has it). */
+export interface EmbeddingEngine {
+  info(): Promise<InferenceInfo>;
+  tokenize(req: TokenizeRequest): Promise<TokenizeResponse>;
+  embed(req: EmbedRequest, timeoutMs?: number): Promise<EmbedResponse>;
+}
+
+export interface IngestDocument {
+  userId: string;
+  /** The document's identity: re-ingesting the same source replaces it. */
+  source: string;
+  text: string;
+  /** Default "document". */
+  kind?: string;
+  title?: string;
+  language?: string;
+  tags?: string[];
+}
+
+export interface IngestProgress {
+  /** tokenize: pieces of text counted; embed: chunks embedded; store: chunks written. */
+  phase: "tokenize" | "embed" | "store";
+  done: number;
+  total: number;
+}
+
+export interface IngestOptions {
+  engine: EmbeddingEngine;
+  store: VectorStore;
+  /** Most tokens in one chunk, not counting the model's [CLS]/[SEP]. Default 256. */
+  chunkTokens?: number;
+  /** At most this many tokens of a chunk's end begin the next chunk (whole sentences or words). Default 32. */
+  overlapTokens?: number;
+  /** Chunks per Embed call. Default 32. */
+  embedBatch?: number;
+  /** Concurrent Tokenize calls. Default 8. */
+  tokenizeConcurrency?: number;
+  onProgress?: (p: IngestProgress) => void;
+  signal?: AbortSignal;
+}
+
+export interface IngestResult {
+  chunks: number;
+  collection: string;
+  /** Tokens embedded, as the engine counted them (special tokens included). */
+  tokens: number;
+  /** Chunks of an earlier version of the source that were replaced. */
+  replaced: number;
+}
+
+export interface Chunk {
+  index: number;
+  /** text.slice(start, end) */
+  text: string;
+  start: number;
+  end: number;
+  /** Tokens of the chunk's text (no special tokens). */
+  tokens: number;
+}
+
+export class IngestError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "IngestError";
+  }
+}
+
+/** Tokens in a piece of text (no special tokens). */
+export type TokenCounter = (text: string) => Promise<number>;
+
+interface Piece {
+  start: number;
+  end: number;
+  tokens: number;
+}
+
+// Boundaries, coarsest first. Each regex matches the separator that ends a
+// piece; the separator stays with the piece before it, so pieces tile the text.
+const BOUNDARIES = [/\n[ \t]*\n\s*/g, /\n/g, /(?<=[.!?;:])\s+/g, /\s+/g];
+// For a run with no boundary at all: pieces of chunkTokens / 4 characters,
+// which fit a chunk even for byte-level tokenizers (at most 4 tokens for one
+// character: a UTF-8 sequence, one token per byte).
+const HARD_SPLIT_DIVISOR = 4;
+
+function splitAt(text: string, start: number, end: number, re: RegExp): [number, number][] {
+  const out: [number, number][] = [];
+  const s = text.slice(start, end);
+  let from = 0;
+  re.lastIndex = 0;
+  for (let m = re.exec(s); m; m = re.exec(s)) {
+    const cut = m.index + m[0].length;
+    if (cut > from && cut < s.length) {
+      out.push([start + from, start + cut]);
+      from = cut;
+    }
+    if (m[0].length === 0) re.lastIndex++;
+  }
+  out.push([start + from, end]);
+  return out;
+}
+
+async function mapLimit<T, R>(items: T[], limit: number, fn: (t: T, i: number) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await fn(items[i]!, i);
+      }
+    }),
+  );
+  return out;
+}
+
+/**
+ * Splits `text` into chunks of at most `chunkTokens` tokens (as `count`
+ * measures them) with about `overlapTokens` of overlap; see the file's
+ * comment for where it cuts. Every character of the text is in some chunk.
+ */
+export async function chunkText(
+  text: string,
+  count: TokenCounter,
+  opts: { chunkTokens: number; overlapTokens: number; concurrency?: number; onPieces?: (done: number, total: number) => void; signal?: AbortSignal },
+): Promise<Chunk[]> {
+  const { chunkTokens, overlapTokens } = opts;
+  const concurrency = opts.concurrency ?? 8;
+  let counted = 0;
+  let known = 0;
+  const measure = async (ranges: [number, number][]) =>
+    mapLimit(ranges, concurrency, async ([s, e]) => {
+      opts.signal?.throwIfAborted();
+      const tokens = await count(text.slice(s, e));
+      opts.onPieces?.(++counted, Math.max(known, counted));
+      return { start: s, end: e, tokens };
+    });
+
+  // Pieces small enough to fit a chunk, refined level by level.
+  const refine = async (start: number, end: number, level: number): Promise<Piece[]> => {
+    if (level >= BOUNDARIES.length) {
+      const out: [number, number][] = [];
+      const step = Math.max(1, Math.floor(chunkTokens / HARD_SPLIT_DIVISOR));
+      for (let s = start; s < end; s += step) out.push([s, Math.min(end, s + step)]);
+      return measure(out);
+    }
+    const ranges = splitAt(text, start, end, BOUNDARIES[level]!);
+    known += ranges.length;
+    const pieces = await measure(ranges);
+    const out: Piece[] = [];
+    for (const p of pieces) {
+      if (p.tokens <= chunkTokens) out.push(p);
+      else out.push(...(await refine(p.start, p.end, level + 1)));
+    }
+    return out;
+  };
+  const pieces = (await refine(0, text.length, 0)).filter((p) => p.end > p.start);
+
+  const chunks: Chunk[] = [];
+  // A chunk starts at `start`, inside piece m (at its start, or later when
+  // it begins with the previous chunk's overlap), and takes whole pieces
+  // after that while they fit.
+  let start = 0;
+  let m = 0;
+  for (;;) {
+    opts.signal?.throwIfAborted();
+    let tokens = start === pieces[m]!.start ? pieces[m]!.tokens : await count(text.slice(start, pieces[m]!.end));
+    let j = m + 1;
+    while (j < pieces.length && tokens + pieces[j]!.tokens <= chunkTokens) tokens += pieces[j++]!.tokens;
+    // Counts of pieces add up to the count of their concatenation except
+    // where a cut falls inside a word: measure the chunk itself and give
+    // back pieces until it fits.
+    let end = pieces[j - 1]!.end;
+    let measured = await count(text.slice(start, end));
+    while (measured > chunkTokens && j - 1 > m) {
+      end = pieces[--j - 1]!.end;
+      measured = await count(text.slice(start, end));
+    }
+    chunks.push({ index: chunks.length, text: text.slice(start, end), start, end, tokens: measured });
+    if (j >= pieces.length) break;
+    // The next chunk must get past this one's end: an overlap that leaves
+    // no room for the next piece is dropped.
+    const tail = overlapTokens > 0 ? await overlapStart(text, start, end, overlapTokens, count) : undefined;
+    start = tail && tail.tokens + pieces[j]!.tokens <= chunkTokens ? tail.at : end;
+    while (pieces[m]!.end <= start) m++;
+  }
+  return chunks;
+}
+
+// Where the next chunk starts so that it repeats at most `budget` tokens of
+// the end of [start, end): the earliest sentence boundary that fits, or, when
+// even the last sentence is too long, the earliest word boundary. Candidates
+// lie in the chunk's last budget * 16 characters (no token is that long);
+// the count shrinks as the position moves right, so a binary search finds it.
+const SENTENCE_END = /(?<=[.!?;:])\s+|\n\s*/g;
+const WORD_END = /\s+/g;
+
+async function overlapStart(
+  text: string,
+  start: number,
+  end: number,
+  budget: number,
+  count: TokenCounter,
+): Promise<{ at: number; tokens: number } | undefined> {
+  const from = Math.max(start + 1, end - budget * 16);
+  const window = text.slice(from, end);
+  for (const re of [SENTENCE_END, WORD_END]) {
+    const candidates: number[] = [];
+    re.lastIndex = 0;
+    for (let mt = re.exec(window); mt; mt = re.exec(window)) {
+      const p = from + mt.index + mt[0].length;
+      if (p < end) candidates.push(p);
+      if (mt[0].length === 0) re.lastIndex++;
+    }
+    let lo = 0;
+    let hi = candidates.length; // the answer is candidates[lo], or none when lo === length
+    const fits = new Map<number, number>();
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      const tokens = await count(text.slice(candidates[mid]!, end));
+      if (tokens <= budget) {
+        fits.set(mid, tokens);
+        hi = mid;
+      } else lo = mid + 1;
+    }
+    if (lo < candidates.length) return { at: candidates[lo]!, tokens: fits.get(lo)! };
+  }
+  return undefined; // no boundary fits: no overlap
+}
+
+function check(cond: unknown, message: string): asserts cond {
+  if (!cond) throw new IngestError(message);
+}
+
+/** Chunks, embeds and stores one document; see the file's comment. */
+export async function ingestDocument(doc: IngestDocument, opts: IngestOptions): Promise<IngestResult> {
+  const chunkTokens = opts.chunkTokens ?? 256;
+  const overlapTokens = opts.overlapTokens ?? 32;
+  const embedBatch = opts.embedBatch ?? 32;
+  const progress = opts.onProgress ?? (() => {});
+  const signal = opts.signal;
+
+  check(doc && typeof doc === "object", "ingest: no document");
+  for (const f of ["userId", "source"] as const)
+    check(typeof doc[f] === "string" && doc[f].length > 0, `ingest: document.${f} must be a non-empty string`);
+  check(doc.kind === undefined || (typeof doc.kind === "string" && doc.kind.length > 0), `ingest of "${doc.source}": document.kind must be a non-empty string`);
+  for (const f of ["title", "language"] as const)
+    check(doc[f] === undefined || typeof doc[f] === "string", `ingest of "${doc.source}": document.${f} must be a string`);
+  check(
+    doc.tags === undefined || (Array.isArray(doc.tags) && doc.tags.every((t) => typeof t === "string" && t.length > 0)),
+    `ingest of "${doc.source}": document.tags must be an array of non-empty strings`,
+  );
+  check(typeof doc.text === "string", `ingest of "${doc.source}": document.text must be a string`);
+  check(doc.text.trim().length > 0, `ingest of "${doc.source}": the document has no text`);
+  check(Number.isInteger(chunkTokens) && chunkTokens >= 8, `ingest: chunkTokens must be an integer >= 8, got ${chunkTokens}`);
+  check(
+    Number.isInteger(overlapTokens) && overlapTokens >= 0 && overlapTokens <= chunkTokens / 2,
+    `ingest: overlapTokens must be an integer from 0 to chunkTokens / 2 (${chunkTokens / 2}), got ${overlapTokens}`,
+  );
+  check(Number.isInteger(embedBatch) && embedBatch >= 1 && embedBatch <= 1024, `ingest: embedBatch must be an integer from 1 to 1024`);
+
+  const info = await opts.engine.info();
+  const em = info.embeddingModel;
+  check(em, "ingest: the inference engine has no embedding model (start it with --embed-model)");
+  // Embed adds the model's special tokens ([CLS] ... [SEP]) to each input.
+  const special =
+    (await opts.engine.tokenize({ text: "a", addSpecial: true, parseSpecial: true, embeddingModel: true })).ids.length -
+    (await opts.engine.tokenize({ text: "a", addSpecial: false, parseSpecial: true, embeddingModel: true })).ids.length;
+  check(
+    chunkTokens + special <= em.contextSize,
+    `ingest: chunkTokens ${chunkTokens} (+${special} special tokens) exceeds the embedding model's ${em.contextSize}-token input`,
+  );
+  signal?.throwIfAborted();
+
+  const count: TokenCounter = async (text) =>
+    (await opts.engine.tokenize({ text, addSpecial: false, parseSpecial: true, embeddingModel: true })).ids.length;
+  let pieces = 0;
+  const chunks = await chunkText(doc.text, count, {
+    chunkTokens,
+    overlapTokens,
+    concurrency: opts.tokenizeConcurrency,
+    signal,
+    onPieces: (done, total) => {
+      pieces = total;
+      progress({ phase: "tokenize", done, total });
+    },
+  });
+  // Chunking is over (packing and overlaps counted too): the phase's last event.
+  progress({ phase: "tokenize", done: pieces, total: pieces });
+
+  const vectors: number[][] = [];
+  let tokens = 0;
+  let model = em.name;
+  for (let i = 0; i < chunks.length; i += embedBatch) {
+    signal?.throwIfAborted();
+    const batch = chunks.slice(i, i + embedBatch);
+    const res = await opts.engine.embed({ inputs: batch.map((c) => c.text), normalize: true, requestId: "" }, 300_000);
+    check(
+      res.embeddings.length === batch.length && res.dimensions === em.embeddingSize,
+      `ingest: the engine returned ${res.embeddings.length} embeddings of ${res.dimensions} dimensions for ${batch.length} inputs ` +
+        `(expected ${em.embeddingSize} dimensions)`,
+    );
+    model = res.model || model;
+    for (const e of res.embeddings) vectors.push(e.values);
+    tokens += res.totalTokens;
+    progress({ phase: "embed", done: vectors.length, total: chunks.length });
+  }
+  signal?.throwIfAborted();
+
+  const collection = await opts.store.ensureCollection(model, em.embeddingSize);
+  const points: VectorPoint[] = chunks.map((c, i) => ({
+    id: `${doc.source}#${c.index}`,
+    vector: vectors[i]!,
+    payload: {
+      userId: doc.userId,
+      kind: doc.kind ?? "document",
+      source: doc.source,
+      ...(doc.language !== undefined ? { language: doc.language } : {}),
+      ...(doc.tags !== undefined ? { tags: doc.tags } : {}),
+      ...(doc.title !== undefined ? { title: doc.title } : {}),
+      text: c.text,
+      chunk: c.index,
+    },
+  }));
+
+  // Everything the store would refuse is refused now, before the old
+  // version is deleted.
+  checkPoints(collection, points);
+  let replaced = 0;
+  try {
+    replaced = await opts.store.deleteBySource(doc.userId, collection.name, doc.source);
+  } catch (err) {
+    if (!(err instanceof UnknownDocumentError)) throw err; // a first ingest: nothing to replace
+  }
+  await opts.store.upsert(collection.name, points);
+  progress({ phase: "store", done: points.length, total: points.length });
+  return { chunks: chunks.length, collection: collection.name, tokens, replaced };
+}
