@@ -41,6 +41,7 @@ import { DEFAULT_SYSTEM_PROMPT, systemMessage } from "../../control-plane/src/se
 import { ConversationLocks } from "../../control-plane/src/sessions/locks";
 import { turn, type TurnOptions } from "../../control-plane/src/sessions/turn";
 import { requireFile, startEngine, testModel } from "../../control-plane/test/helpers/engines";
+import { median, round } from "./stats";
 
 const THREADS = 2;
 const SLOTS = 2;
@@ -49,12 +50,6 @@ const GEN = 128;
 const RUNS = Number(process.env.BENCH_RUNS ?? 7);
 const model = requireFile(testModel("bench-chat.gguf"));
 const log = (...a: unknown[]) => console.log(...a);
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
-const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
 
 const SAMPLING = { temperature: 0 };
 // Candidates for the user's message; the first that makes the model generate

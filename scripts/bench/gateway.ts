@@ -28,6 +28,7 @@ import { InferenceClient, type ChatMessage, type GenerateEvent, GenerateRequest 
 import { DEFAULT_SYSTEM_PROMPT, systemMessage } from "../../control-plane/src/sessions/prompt";
 import { bearer, requireFile, startEngine, testModel } from "../../control-plane/test/helpers/engines";
 import { repoRoot } from "../../control-plane/src/config/paths";
+import { median, pct, round } from "./stats";
 
 const THREADS = 2;
 const SLOTS = 4;
@@ -39,16 +40,6 @@ const SHORT = 8; // tokens of each of the many clients' turns
 const TOKEN = "bench-engine-token-0123456789";
 const model = requireFile(testModel("bench-chat.gguf"));
 const log = (...a: unknown[]) => console.log(...a);
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
-const pct = (xs: number[], p: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)] ?? 0;
-};
-const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
 
 const CANDIDATES = [
   "Cuéntame una historia larga sobre un faro en la costa de Galicia, con todos los detalles que se te ocurran.",

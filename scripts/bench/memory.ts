@@ -36,6 +36,7 @@ import { silentLogger } from "../../control-plane/src/log";
 import { ingestDocument, type IngestProgress } from "../../control-plane/src/memory/ingest";
 import { PgVectorStore } from "../../control-plane/src/memory/vector";
 import { requireFile, startEngine, testModel } from "../../control-plane/test/helpers/engines";
+import { round } from "./stats";
 
 const DIM = 384;
 const LATENT = 64;
@@ -57,7 +58,6 @@ const EF_CONSTRUCTION = 64;
 const EMBED_THREADS = process.env.BENCH_EMBED_THREADS ?? "1";
 
 const log = (...a: unknown[]) => console.log(...a);
-const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
 const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
