@@ -212,7 +212,10 @@ describe("edge gRPC: Converse", function () {
       const engine = t.stack.pool.transcription[0]!.client;
       const streamsBefore = Number((await engine.info()).counters!.streams);
       const run = converse(rotating, auth(alice.key)).config();
-      await run.audio(chunks);
+      // Paced like a microphone (at twice real time): the gateway rotates at a
+      // pause the engine has reported, and audio written faster than the
+      // engine reads it would all be sent before any pause is known.
+      await run.audio(chunks, 50);
       run.end();
       const ended = await run.done;
       assert.equal(ended.code, status.OK, `${ended.details}; ${summary(run.events)}`);

@@ -93,10 +93,14 @@ export class ConverseRun {
     return this;
   }
 
-  /** Writes the chunks as fast as the call takes them (grpc-js's buffer drained between writes). */
-  async audio(chunks: Buffer[]): Promise<void> {
+  /**
+   * Writes the chunks as fast as the call takes them (grpc-js's buffer drained
+   * between writes), or one every `paceMs` as a microphone would.
+   */
+  async audio(chunks: Buffer[], paceMs = 0): Promise<void> {
     for (const c of chunks) {
       if (this.ended) return;
+      if (paceMs > 0) await new Promise((r) => setTimeout(r, paceMs));
       if (!this.call.write({ msg: { $case: "audio", value: c } })) await new Promise((r) => this.call.once("drain", r));
     }
   }
