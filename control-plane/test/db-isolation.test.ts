@@ -41,6 +41,7 @@ const CASES: Record<string, Record<string, [Outcome, (r: Repositories, intruder:
   conversations: {
     create: ["empty", async (r, i) => (await r.conversations.list(i)).items.filter((c) => c.title?.includes("victim"))],
     get: ["not found", (r, i, v) => r.conversations.get(i, v.conversationId)],
+    forTurn: ["not found", (r, i, v) => r.conversations.forTurn(i, v.conversationId, 10)],
     list: ["empty", async (r, i) => (await r.conversations.list(i)).items.filter((c) => c.userId !== i)],
     rename: ["not found", (r, i, v) => r.conversations.rename(i, v.conversationId, "mine")],
     setAffinity: ["not found", (r, i, v) => r.conversations.setAffinity(i, v.conversationId, "x:1")],

@@ -73,7 +73,7 @@ describe("turn: history longer than the context (pglite)", function () {
     const { ids } = await longConversation("window", 20);
     const conversation = await db.repos.conversations.get(ids.userId, ids.conversationId);
     const budget = 150;
-    const p = await buildPrompt(client(), db.repos.messages, { userId: ids.userId, conversation, systemPrompt: DEFAULT_SYSTEM_PROMPT, budget, historyLimit: 200 });
+    const p = await buildPrompt(client(), { conversation, systemPrompt: DEFAULT_SYSTEM_PROMPT, budget, history: await db.repos.messages.recent(ids.userId, ids.conversationId, 200) });
     const exact = await client().countTokens({ messages: p.messages, chatTemplate: "", noGenerationPrompt: false });
     assert.ok(exact.tokens <= budget, `${exact.tokens} tokens > budget ${budget}`);
     assert.ok(p.tokens >= exact.tokens, "the reported size is never below the real one");
@@ -91,7 +91,7 @@ describe("turn: history longer than the context (pglite)", function () {
     const { ids, stored } = await longConversation("summary", 6);
     await db.repos.conversations.setSummary(ids.userId, ids.conversationId, "Hablamos del riego del jardín.", stored[3]!.id);
     const conversation = await db.repos.conversations.get(ids.userId, ids.conversationId);
-    const p = await buildPrompt(client(), db.repos.messages, { userId: ids.userId, conversation, systemPrompt: "Eres Jota.", budget: 200, historyLimit: 200 });
+    const p = await buildPrompt(client(), { conversation, systemPrompt: "Eres Jota.", budget: 200, history: await db.repos.messages.recent(ids.userId, ids.conversationId, 200) });
     assert.match(p.messages[0]!.content, /^Eres Jota\.\n\nSummary of the earlier conversation:\nHablamos del riego del jardín\.$/);
     assert.deepEqual(p.messages.slice(1).map((m) => m.content), [line(4), line(5)]);
     assert.equal(p.summaryIncluded, true);

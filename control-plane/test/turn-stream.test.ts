@@ -64,7 +64,9 @@ describe("turn: streaming", function () {
         ],
       );
       assert.equal(done.replyMessageId, history[1]!.id);
-      assert.ok(history[0]!.tokens! > 0, "the user message's token count is stored");
+      // Counted while the engine generated (prompt.ts), stored with the outcome: the engine's exact count.
+      const exact = await pool.inference[0]!.client.countTokens({ messages: [{ role: "user", content: "Hola, ¿qué tal?" }], chatTemplate: "", noGenerationPrompt: true });
+      assert.equal(history[0]!.tokens, exact.tokens, "the user message's exact token count is stored");
       const conv = await db.repos.conversations.get(ids.userId, ids.conversationId);
       assert.equal(conv.engineAffinity, engine.address);
       assert.equal(pool.status()[0]!.inflight, 0, "the engine lease was released");
@@ -88,6 +90,10 @@ describe("turn: streaming", function () {
       const req = await db.repos.requests.get(ids.userId, s2.requestId);
       assert.equal(req.cachedTokens, s2.cachedTokens);
       assert.equal(last(second, "done").usage.cachedTokens, s2.cachedTokens);
+      // The first reply had no count; the second turn measured it and stored it.
+      const stored = await db.repos.messages.recent(ids.userId, ids.conversationId, 10);
+      assert.equal(stored.length, 4);
+      assert.ok(stored.slice(0, 3).every((m) => (m.tokens ?? 0) > 0), JSON.stringify(stored.map((m) => [m.role, m.tokens])));
     });
 
     it("a conversation that is not the user's is refused before anything is stored", async () => {

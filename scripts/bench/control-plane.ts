@@ -25,9 +25,11 @@
 //   tps_ratio: median control-plane rate over median direct rate (and
 //     tps_ratio_paired_p50, the median of the per-pair ratios);
 //   added_ttft_ms_p50: the median of the per-pair differences (cp - direct);
+//   added_ttft_outside_engine_ms_p50: the same, each TTFT less the engine's own
+//     queue + prefill time (its done timings);
 //   tail: the control plane's last delta to its `done` event (the outcome and
 //     reply written), not part of either rate.
-// BENCH_RUNS sets the number of pairs (default 7). The last line of output
+// BENCH_RUNS sets the number of pairs (default 7), BENCH_THREADS the engine's threads (default 2). The last line of output
 // is one JSON object with the figures.
 import fs from "node:fs";
 import os from "node:os";
@@ -43,7 +45,11 @@ import { turn, type TurnOptions } from "../../control-plane/src/sessions/turn";
 import { requireFile, startEngine, testModel } from "../../control-plane/test/helpers/engines";
 import { median, round } from "./stats";
 
-const THREADS = 2;
+// The engine's threads. The default, 2, takes both of this machine's cores,
+// so any CPU the control plane spends while the engine prefills (its
+// database write, PGlite running in this process) delays the first token;
+// BENCH_THREADS=1 leaves a core free and shows the control plane's own cost.
+const THREADS = Number(process.env.BENCH_THREADS ?? 2);
 const SLOTS = 2;
 const CTX = 2048;
 const GEN = 128;
@@ -71,10 +77,12 @@ interface Run {
   promptTokens: number;
   completionTokens: number;
   text: string;
+  /** The engine's own queue + prefill time (its `done` timings): the part of the TTFT spent inside the engine. */
+  engineMs: number;
 }
 
 /** Decode rate from the deltas' arrival times and token counts. */
-function timed(t0: number, arrivals: { at: number; tokens: number }[], end: number, promptTokens: number, completionTokens: number, text: string): Run {
+function timed(t0: number, arrivals: { at: number; tokens: number }[], end: number, promptTokens: number, completionTokens: number, text: string, engineMs: number): Run {
   if (arrivals.length === 0) throw new Error("no delta was streamed");
   const first = arrivals[0]!;
   const last = arrivals[arrivals.length - 1]!;
@@ -86,6 +94,7 @@ function timed(t0: number, arrivals: { at: number; tokens: number }[], end: numb
     promptTokens,
     completionTokens,
     text,
+    engineMs,
   };
 }
 
@@ -101,16 +110,20 @@ async function direct(client: InferenceClient, messages: ChatMessage[], sessionI
   let text = "";
   let promptTokens = 0;
   let completionTokens = 0;
+  let engineMs = 0;
   for await (const ev of client.generate(req) as AsyncIterable<GenerateEvent>) {
     const e = ev.event;
     if (e?.$case === "delta") {
       arrivals.push({ at: performance.now(), tokens: e.value.tokenIds.length });
       text += e.value.text;
     } else if (e?.$case === "started") promptTokens = e.value.promptTokens;
-    else if (e?.$case === "done") completionTokens = e.value.usage?.completionTokens ?? 0;
+    else if (e?.$case === "done") {
+      completionTokens = e.value.usage?.completionTokens ?? 0;
+      engineMs = (e.value.timings?.queueMs ?? 0) + (e.value.timings?.prefillMs ?? 0);
+    }
   }
   const end = performance.now();
-  return timed(t0, arrivals, end, promptTokens, completionTokens, text);
+  return timed(t0, arrivals, end, promptTokens, completionTokens, text, engineMs);
 }
 
 async function main() {
@@ -151,7 +164,7 @@ async function main() {
           if (ev.status !== "COMPLETED") throw new Error(`the turn ended ${ev.status} (${ev.finishReason})`);
           const n = ev.usage.completionTokens;
           if (arrivals.length > 0) arrivals[arrivals.length - 1]!.tokens = n - prevIndex;
-          return timed(t0, arrivals, end, promptTokens, n, ev.text);
+          return timed(t0, arrivals, end, promptTokens, n, ev.text, (ev.timings.queueMs ?? 0) + (ev.timings.prefillMs ?? 0));
         } else if (ev.type === "error") throw new Error(`the turn failed: ${ev.errorType}: ${ev.message}`);
         // other event types (e.g. "accepted") are not timed
       }
@@ -187,7 +200,7 @@ async function main() {
       d.push(dr);
       c.push(cr);
       log(
-        `run ${i + 1}: direct ttft ${round(dr.ttftMs)} ms ${round(dr.decodeTps)} t/s (${dr.promptTokens}+${dr.completionTokens} tokens) | ` +
+        `run ${i + 1}: engine queue+prefill ${round(dr.engineMs)} / ${round(cr.engineMs)} ms; direct ttft ${round(dr.ttftMs)} ms ${round(dr.decodeTps)} t/s (${dr.promptTokens}+${dr.completionTokens} tokens) | ` +
           `control plane ttft ${round(cr.ttftMs)} ms ${round(cr.decodeTps)} t/s (${cr.promptTokens}+${cr.completionTokens} tokens), tail ${round(cr.tailMs)} ms`,
       );
     }
@@ -218,6 +231,13 @@ async function main() {
       control_plane_ttft_ms_p50: round(cpTtft, 2),
       // median of the per-pair differences (cp - direct)
       added_ttft_ms_p50: round(median(c.map((r, i) => r.ttftMs - d[i]!.ttftMs)), 2),
+      // the same, less the engine's own queue + prefill time on each side:
+      // what the control plane adds outside the engine, without the prefill's
+      // run-to-run spread (tens of ms on this machine); the engine's medians
+      // show whether the control plane's CPU slowed the prefill itself
+      added_ttft_outside_engine_ms_p50: round(median(c.map((r, i) => r.ttftMs - r.engineMs - (d[i]!.ttftMs - d[i]!.engineMs))), 2),
+      direct_engine_prefill_ms_p50: round(median(d.map((r) => r.engineMs)), 2),
+      control_plane_engine_prefill_ms_p50: round(median(c.map((r) => r.engineMs)), 2),
       control_plane_tail_ms_p50: round(median(c.map((r) => r.tailMs)), 2),
     };
     console.log(JSON.stringify(result));

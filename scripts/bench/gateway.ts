@@ -151,7 +151,8 @@ function rssKb(pid: number): number {
 }
 
 async function startGatewayProcess(dataDir: string, engineAddress: string): Promise<{ proc: ChildProcess; url: string }> {
-  const proc = spawn(process.execPath, ["--import", "tsx", "gateway/src/main.ts"], {
+  // With npm start's V8 flag (package.json; README, "Performance").
+  const proc = spawn(process.execPath, ["--max-semi-space-size=64", "--import", "tsx", "gateway/src/main.ts"], {
     cwd: repoRoot,
     env: {
       ...process.env,

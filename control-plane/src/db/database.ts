@@ -10,6 +10,7 @@ import { pgliteAdapter, postgresAdapter } from "./adapters";
 import { embeddedDir, openEmbedded } from "./embedded";
 import { MigrationError, migrate, readMigrations, type MigrateResult } from "./migrate";
 import { NamesAsTextClient, createPool, redactUrl } from "./postgres";
+import { pgliteSql, poolSql, type DirectSql } from "./direct-sql";
 import { createRepositories, type Repositories } from "./repositories";
 import { pgliteSession, pgSession } from "./sql";
 
@@ -39,6 +40,8 @@ export interface Database {
   /** Where the data is: the embedded directory, or the URL without its password. */
   readonly location: string;
   readonly prisma: PrismaClient;
+  /** The same database through its driver, for the hot paths (direct-sql.ts). */
+  readonly sql: DirectSql;
   readonly repos: Repositories;
   readonly migrations: MigrateResult;
   close(): Promise<void>;
@@ -70,7 +73,7 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
     pool.on("error", (err) => logger.warn("idle PostgreSQL connection failed", { error: err.message }));
     const prisma = new PrismaClient({ adapter: postgresAdapter(pool) });
     logger.info("database ready", { backend: "postgres", location, applied: result.applied });
-    return finish("postgres", location, prisma, result, opts.secret, async () => {
+    return finish("postgres", location, prisma, poolSql(pool, location, async () => {}), result, opts.secret, async () => {
       await prisma.$disconnect();
       await pool.end();
     });
@@ -87,7 +90,7 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
       applied: result.applied,
       durability: "survives a process crash, not a power loss (see control-plane/src/db/embedded.ts)",
     });
-    return finish("pglite", handle.dir, prisma, result, opts.secret, async () => {
+    return finish("pglite", handle.dir, prisma, pgliteSql(handle.pglite, handle.dir, async () => {}), result, opts.secret, async () => {
       await prisma.$disconnect();
       await handle.close();
     });
@@ -101,6 +104,7 @@ function finish(
   backend: Backend,
   location: string,
   prisma: PrismaClient,
+  sql: DirectSql,
   migrations: MigrateResult,
   secret: string | undefined,
   close: () => Promise<void>,
@@ -110,7 +114,8 @@ function finish(
     backend,
     location,
     prisma,
-    repos: createRepositories(prisma, { secret }),
+    sql,
+    repos: createRepositories(prisma, sql, { secret }),
     migrations,
     close: () => (closing ??= close()),
   };

@@ -33,6 +33,11 @@ export class IntentRouter {
     this.rules = [...(opts.extraRules ?? []), ...BUILTIN_RULES];
   }
 
+  /** Whether a decision may need the model (an engine call), i.e. cannot always be made at once by byRules. */
+  get usesModel(): boolean {
+    return this.opts.model !== undefined;
+  }
+
   /** The rule decision, if a rule matches. */
   byRules(text: string): RouteDecision | undefined {
     const norm = normalize(text);

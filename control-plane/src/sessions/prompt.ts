@@ -3,13 +3,19 @@
 // by the newest part of the conversation that fits the engine's context.
 //
 // Fitting is measured in the engine's own tokens (CountTokens applies the
-// model's chat template), never guessed from characters: a prompt built here
-// is never refused by the engine for its length. Each message's count is
-// stored on it (messages.tokens) the first time it is measured, so a turn
-// normally counts only its new message, plus one check of the whole prompt
-// when it comes near the limit.
+// model's chat template), never guessed: a prompt built here is never refused
+// by the engine for its length. But counting is an engine round trip, and it
+// sits before the engine call, on every turn's time to first token. So:
+// - each message's exact count is stored on it (messages.tokens) once known;
+// - a message not counted yet is bounded from above (its UTF-8 bytes, as no
+//   tokenizer makes more tokens than bytes, plus what the template adds to a
+//   message of its role, plus slack), and the system prompt's count and the
+//   per-role template costs are cached per engine;
+// - when the bounded total fits with a margin, the prompt goes out as it is,
+//   and the turn counts the uncounted messages (`toCount`) once the reply
+//   has streamed, storing them with its outcome; only near the limit is
+//   anything counted first, exactly.
 import type { Conversation, Message } from "@prisma/client";
-import type { MessageRepository } from "../db/repositories";
 import type { InferenceEngineClient } from "../engines/clients";
 import type { ChatMessage } from "../gen/jota/v1/inference";
 
@@ -27,27 +33,39 @@ export class PromptTooLongError extends Error {
   }
 }
 
+/** A message of the history, stored or about to be (the turn's own). */
+export interface PromptMessage {
+  id: string;
+  role: Message["role"];
+  content: string;
+  /** Its exact count under the chat template; null until counted. */
+  tokens: number | null;
+}
+
 export interface PromptInput {
-  userId: string;
-  conversation: Pick<Conversation, "id" | "summary" | "summaryThroughId">;
+  conversation: Pick<Conversation, "summary" | "summaryThroughId">;
   systemPrompt: string;
   /** Retrieved memory and context for this turn (filled by retrieval, a later issue; empty until then). */
   context?: string[];
   /** Tokens the prompt may take: the engine's context minus what is reserved for the reply. */
   budget: number;
-  /** How many stored messages are considered at most. */
-  historyLimit: number;
+  /** The history, oldest first, ending with the turn's own message. */
+  history: PromptMessage[];
 }
 
 export interface BuiltPrompt {
   messages: ChatMessage[];
-  /** Prompt tokens under the chat template (exact when `verified`, else an upper estimate). */
+  /** Prompt tokens under the chat template (exact when `verified`, else an upper bound). */
   tokens: number;
   verified: boolean;
-  /** Stored messages in the prompt, and how many older ones were left out to fit. */
+  /** History messages in the prompt, and how many older ones were left out to fit. */
   historyMessages: number;
   trimmedMessages: number;
   summaryIncluded: boolean;
+  /** Messages whose count is unknown and was not needed: to be counted later (countMessages) and stored. */
+  toCount: PromptMessage[];
+  /** Messages counted while building: to be stored. */
+  counted: { id: string; tokens: number }[];
 }
 
 /** Below this many tokens of headroom the sum of per-message counts is checked by counting the whole prompt. */
@@ -62,12 +80,40 @@ export function systemMessage(systemPrompt: string, context: string[], summary: 
 
 const ROLE: Record<Message["role"], string> = { SYSTEM: "system", USER: "user", ASSISTANT: "assistant", TOOL: "tool" };
 
+/** Counts of one engine's template costs and system prompts: key -> tokens. */
+const counts = new WeakMap<InferenceEngineClient, Map<string, { tokens: number; at: number }>>();
+/** An engine restarted with another model at the same address makes cached counts wrong; they expire. */
+const COUNT_TTL_MS = 10 * 60_000;
+
+async function countCached(engine: InferenceEngineClient, key: string, items: ChatMessage[]): Promise<number> {
+  let m = counts.get(engine);
+  if (!m) counts.set(engine, (m = new Map()));
+  const hit = m.get(key);
+  if (hit && Date.now() - hit.at < COUNT_TTL_MS) return hit.tokens;
+  const tokens = await count(engine, items, true);
+  if (m.size >= 64) m.clear(); // a handful of system prompts per deployment; never grows without bound
+  m.set(key, { tokens, at: Date.now() });
+  return tokens;
+}
+
+async function count(engine: InferenceEngineClient, items: ChatMessage[], noGenerationPrompt: boolean): Promise<number> {
+  return (await engine.countTokens({ messages: items, chatTemplate: "", noGenerationPrompt })).tokens;
+}
+
+/** Exact counts of messages (in parallel), for storing on them. */
+export async function countMessages(engine: InferenceEngineClient, messages: PromptMessage[]): Promise<{ id: string; tokens: number }[]> {
+  return Promise.all(messages.map(async (m) => ({ id: m.id, tokens: await count(engine, [{ role: ROLE[m.role], content: m.content }], true) })));
+}
+
+/** Slack on a bound: tokens that merge differently where the content meets the template. */
+const BOUND_SLACK = 4;
+
 /**
- * Builds the prompt from the stored history (the turn's own user message is
- * its newest message), trimmed to `budget` tokens of `engine`.
+ * Builds the prompt from the history (the turn's own message last), trimmed
+ * to `budget` tokens of `engine`.
  */
-export async function buildPrompt(engine: InferenceEngineClient, messages: MessageRepository, p: PromptInput): Promise<BuiltPrompt> {
-  let history = await messages.recent(p.userId, p.conversation.id, p.historyLimit);
+export async function buildPrompt(engine: InferenceEngineClient, p: PromptInput): Promise<BuiltPrompt> {
+  let history = p.history;
   // What the summary covers is not sent again.
   const summary = p.conversation.summary ?? undefined;
   if (summary && p.conversation.summaryThroughId) {
@@ -75,20 +121,33 @@ export async function buildPrompt(engine: InferenceEngineClient, messages: Messa
     if (i >= 0) history = history.slice(i + 1);
   }
   const system = systemMessage(p.systemPrompt, p.context ?? [], summary);
-
-  // Per-message counts: stored ones reused, missing ones measured (in parallel) and stored.
-  const count = async (items: ChatMessage[], noGenerationPrompt: boolean) =>
-    (await engine.countTokens({ messages: items, chatTemplate: "", noGenerationPrompt })).tokens;
   const chat = history.map((m): ChatMessage => ({ role: ROLE[m.role], content: m.content }));
-  const [systemTokens, ...costs] = await Promise.all([
-    count([system], true),
-    ...history.map(async (m, i) => {
-      if (m.tokens != null) return m.tokens;
-      const t = await count([chat[i]!], true);
-      await messages.setTokens(p.userId, m.id, t).catch(() => {}); // only a cache: the turn goes on without it
-      return t;
-    }),
+
+  // First, with bounds for what was never counted: usually enough.
+  const roles = [...new Set(history.filter((m) => m.tokens == null).map((m) => m.role))];
+  const [systemTokens, ...overheads] = await Promise.all([
+    countCached(engine, `system\u0000${system.content}`, [system]),
+    ...roles.map((r) => countCached(engine, `role\u0000${r}`, [{ role: ROLE[r], content: "" }])),
   ]);
+  const overhead = new Map(roles.map((r, i) => [r, overheads[i]!]));
+  const bound = (m: PromptMessage) => m.tokens ?? overhead.get(m.role)! + Buffer.byteLength(m.content, "utf8") + BOUND_SLACK;
+  const total = systemTokens! + 8 + history.reduce((n, m) => n + bound(m), 0);
+  if (total + VERIFY_MARGIN <= p.budget)
+    return {
+      messages: [system, ...chat],
+      tokens: total,
+      verified: false,
+      historyMessages: history.length,
+      trimmedMessages: 0,
+      summaryIncluded: summary !== undefined,
+      toCount: history.filter((m) => m.tokens == null),
+      counted: [],
+    };
+
+  // Near the limit: every message counted exactly (in parallel; stored by the turn), then trimmed.
+  const measured = new Map((await countMessages(engine, history.filter((m) => m.tokens == null))).map((c) => [c.id, c.tokens]));
+  const costs = history.map((m) => m.tokens ?? measured.get(m.id)!);
+  const counted = [...measured].map(([id, tokens]) => ({ id, tokens }));
 
   // Newest first, as many as fit (a template adds a few tokens for the generation prompt: the margin).
   let kept = 0;
@@ -103,7 +162,7 @@ export async function buildPrompt(engine: InferenceEngineClient, messages: Messa
   if (history.length === 0) return done(estimate, false);
   if (estimate > p.budget) {
     // Only the newest message is left and it does not fit by the estimate: check exactly before refusing.
-    const exact = await count([system, ...chat.slice(history.length - 1)], false);
+    const exact = await count(engine, [system, ...chat.slice(history.length - 1)], false);
     if (exact > p.budget) throw new PromptTooLongError(exact, p.budget);
     return done(exact, true);
   }
@@ -111,7 +170,7 @@ export async function buildPrompt(engine: InferenceEngineClient, messages: Messa
 
   // Near the limit: the template's real total decides, dropping the oldest until it fits.
   for (;;) {
-    const exact = await count([system, ...chat.slice(history.length - kept)], false);
+    const exact = await count(engine, [system, ...chat.slice(history.length - kept)], false);
     if (exact <= p.budget || kept === 1) {
       if (exact > p.budget) throw new PromptTooLongError(exact, p.budget);
       return done(exact, true);
@@ -128,6 +187,8 @@ export async function buildPrompt(engine: InferenceEngineClient, messages: Messa
       historyMessages: kept,
       trimmedMessages: history.length - kept,
       summaryIncluded: summary !== undefined,
+      toCount: [],
+      counted,
     };
   }
 }

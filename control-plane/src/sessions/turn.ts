@@ -1,20 +1,32 @@
 // The chat turn, from "user X said Y in conversation Z" to a stored reply.
 //
-// Order of work (each step is recorded before the next one starts):
-//   0. the conversation's lock: one turn at a time per conversation (locks.ts);
-//   1. beginTurn: the request (PENDING) and the user's message, in one
-//      transaction: whatever fails later, what the user said is kept;
-//   2. route: the intent router's decision and its source, on the request;
-//   3. engine: the conversation's own engine (it holds the KV cache) or,
+// Order of work. The engine call goes out before anything is written, and
+// nothing is streamed before it is stored:
+//   0. the conversation (the user's, else NotFoundError) and its lock: one
+//      turn at a time per conversation (locks.ts);
+//   1. route: the rules decide at once (router.ts); when the routing model
+//      must decide, the turn is stored first (step 4), as that is an engine
+//      call of its own;
+//   2. engine: the conversation's own engine (it holds the KV cache) or,
 //      when that one is gone, another (stored as the new affinity);
-//   4. prompt: system prompt, retrieved context (a later issue fills it),
-//      summary, and the newest history that fits the engine's context,
-//      measured with the engine's CountTokens (prompt.ts);
-//   5. STREAMING (or PROCESSING, when the caller has stopped waiting and
-//      the turn runs on in the background: runner.ts), then Generate with the conversation's engine session id
-//      (so the engine reuses its KV cache), each event forwarded as it comes;
-//   6. endTurn: the final state (COMPLETED, FAILED with its cause, ABORTED
-//      with the partial reply) with usage and timings, and the reply.
+//   3. prompt: system prompt, retrieved context (a later issue fills it),
+//      summary, and the newest history that fits the engine's context
+//      (prompt.ts: exact counts where stored, bounds otherwise);
+//   4. Generate is sent with the conversation's engine session id (so the
+//      engine reuses its KV cache) and the request id made here (ids.ts);
+//      while the engine prefills, one statement stores the request
+//      (STREAMING, route, engine), the user's message and the affinity
+//      (requests.beginTurn). Every event waits for that commit: the first
+//      is `accepted`, then the engine's, each forwarded as it comes. A turn
+//      that ends before its engine call (refused, aborted, no engine) is
+//      stored the same way, with its outcome: what the user said is kept
+//      whatever fails, and a client that was told a request id can always
+//      find the request. (Measured on PGlite, the old order, every step
+//      written before the next one started, cost 72 ms of time to first
+//      token; this one a few: bench:control-plane.)
+//   5. endTurn: the final state (COMPLETED, FAILED with its cause, ABORTED
+//      with the partial reply) with usage and timings, the reply, and the
+//      token counts of the prompt's uncounted messages, in one statement.
 //
 // The turn is an async generator of TurnEvents: nothing is buffered, each
 // engine delta is yielded as it arrives. Aborting `signal` (a client
@@ -28,16 +40,17 @@
 // with the error, so the pool marks it down at once and the next turn goes
 // to a healthy engine.
 import { performance } from "node:perf_hooks";
-import type { Conversation, Request, RequestErrorType } from "@prisma/client";
+import type { Conversation, Message, Request, RequestErrorType } from "@prisma/client";
+import { uuidv7 } from "../db/ids";
 import type { Repositories, TurnOutcome } from "../db/repositories";
+import type { BeginTurnInput, MessageTokens } from "../db/repositories/requests";
 import { EngineCallError, type InferenceEngineClient } from "../engines/clients";
 import { EngineUnavailableError, type EngineLease, type EnginePool } from "../engines/pool";
 import { FinishReason, type GenerateDone, GenerateRequest, type GenerateStarted, type SamplingParams } from "../gen/jota/v1/inference";
 import type { Logger } from "../log";
 import { decisionRecord, type IntentRouter, type RouteDecision } from "../router/router";
-import { engineForConversation } from "./affinity";
 import { ConversationLocks } from "./locks";
-import { buildPrompt, DEFAULT_SYSTEM_PROMPT, PromptTooLongError, type BuiltPrompt } from "./prompt";
+import { buildPrompt, countMessages, DEFAULT_SYSTEM_PROMPT, PromptTooLongError, type BuiltPrompt, type PromptMessage } from "./prompt";
 import { InvalidTransitionError } from "../db/repositories";
 
 export interface TurnDeps {
@@ -84,7 +97,7 @@ export interface TurnUsage {
 }
 
 export interface TurnTimings {
-  /** From the request being recorded to the first streamed token (undefined without one). */
+  /** From the turn's start (its conversation locked) to the first streamed token (undefined without one). */
   ttftMs: number | undefined;
   totalMs: number;
   queueMs: number | undefined;
@@ -186,10 +199,14 @@ const FINISH: Record<FinishReason, string> = {
  * last event (done or error).
  */
 export async function* turn(deps: TurnDeps, input: TurnInput, opts: TurnOptions = {}): AsyncGenerator<TurnEvent, void, undefined> {
-  const conversation = await deps.repos.conversations.get(input.userId, input.conversationId);
+  const historyLimit = opts.historyLimit ?? 200;
+  let { conversation, history } = await deps.repos.conversations.forTurn(input.userId, input.conversationId, historyLimit);
+  const waits = deps.locks?.busy(conversation.id) ?? false;
   const release = await deps.locks?.acquire(conversation.id, { wait: opts.ifBusy !== "fail", signal: opts.signal });
   try {
-    yield* lockedTurn(deps, input, opts, conversation);
+    // The turn before this one has added to the history (and maybe moved the conversation) meanwhile.
+    if (waits) ({ conversation, history } = await deps.repos.conversations.forTurn(input.userId, input.conversationId, historyLimit));
+    yield* lockedTurn(deps, input, opts, conversation, history);
   } finally {
     release?.();
   }
@@ -200,14 +217,15 @@ async function* lockedTurn(
   input: TurnInput,
   opts: TurnOptions,
   conversation: Conversation,
+  storedHistory: Message[],
 ): AsyncGenerator<TurnEvent, void, undefined> {
   const { repos, pool } = deps;
   const { userId } = input;
-
-  // 1. Nothing the user said is lost, whatever happens next.
-  const { request, message } = await repos.requests.beginTurn(userId, conversation.id, { content: input.content, traceId: input.traceId });
   const t0 = performance.now();
-  const log = deps.logger.child({ component: "turn", requestId: request.id, conversationId: conversation.id });
+  // Made here, not by the database: the engine gets the request id before the request is written.
+  const requestId = uuidv7();
+  const userMessageId = uuidv7();
+  const log = deps.logger.child({ component: "turn", requestId, conversationId: conversation.id });
 
   const ac = new AbortController();
   const onAbort = () => ac.abort(opts.signal?.reason);
@@ -221,10 +239,37 @@ async function* lockedTurn(
     started: undefined as GenerateStarted | undefined,
     done: undefined as GenerateDone | undefined,
     ttftMs: undefined as number | undefined,
-    streaming: undefined as Promise<Request> | undefined,
+    /** The first write (request + user message), once issued; `accepted` goes out when it has committed. */
+    begun: undefined as Promise<unknown> | undefined,
+    beginFailed: undefined as { err: unknown } | undefined,
+    accepted: false,
+    decision: undefined as RouteDecision | undefined,
+    /** PENDING -> STREAMING, when the turn was stored before its engine call (routing by model). */
+    streaming: undefined as Promise<unknown> | undefined,
+    /** The prompt sent, whose uncounted messages are counted once the reply has streamed and stored with the outcome. */
+    counts: undefined as { client: InferenceEngineClient; prompt: BuiltPrompt } | undefined,
   };
   let lease: EngineLease<InferenceEngineClient> | undefined;
   let outcome: TurnOutcome | undefined;
+
+  const begin = (extra: Partial<BeginTurnInput> = {}): Promise<unknown> => {
+    const route = s.decision && decisionRecord(s.decision);
+    s.begun ??= repos.requests
+      .beginTurn(userId, conversation.id, { content: input.content, traceId: input.traceId, requestId, messageId: userMessageId, route, ...extra })
+      .catch((err: unknown) => {
+        s.beginFailed = { err };
+        ac.abort(err); // nothing is recorded: the engine must not go on either
+        throw err;
+      });
+    return s.begun;
+  };
+  /** The `accepted` event, once: after the first write has committed, before any other event. */
+  async function* accept(): AsyncGenerator<TurnEvent, void, undefined> {
+    if (s.accepted) return;
+    await begin();
+    s.accepted = true;
+    yield { type: "accepted", requestId, conversationId: conversation.id, userMessageId };
+  }
 
   const usage = (): TurnUsage => ({
     promptTokens: s.done?.usage?.promptTokens ?? s.started?.promptTokens ?? 0,
@@ -259,24 +304,35 @@ async function* lockedTurn(
 
   try {
     try {
-      yield { type: "accepted", requestId: request.id, conversationId: conversation.id, userMessageId: message.id };
-      // 2. Route.
-      const decision: RouteDecision = deps.router
-        ? await deps.router.route(input.content, { requestId: request.id, signal: ac.signal })
+      // 2. Route: rules decide at once; a routing model is an engine call, so the turn is stored first.
+      s.decision = deps.router
+        ? deps.router.byRules(input.content) ?? (deps.router.usesModel ? undefined : { route: "chat", source: "default", detail: "no rule matched" })
         : { route: "chat", source: "default", detail: "no router" };
-      await repos.requests.setRoute(userId, request.id, decisionRecord(decision));
+      if (!s.decision) {
+        yield* accept();
+        s.decision = await deps.router!.route(input.content, { requestId, signal: ac.signal });
+        await repos.requests.setRoute(userId, requestId, decisionRecord(s.decision));
+      }
+      const decision = s.decision;
       // command and needs_context are answered as chat until tools and retrieval exist (later issues).
 
       // 3-5. Engine, prompt, stream; a failure before anything was streamed tries another engine.
+      const history: PromptMessage[] = [...storedHistory, { id: userMessageId, role: "USER", content: input.content, tokens: null }];
       const exclude = new Set<string>();
       let yielded = false;
       for (;;) {
         checkAborted(ac.signal);
-        lease = await engineForConversation(pool, repos.conversations, conversation, exclude);
+        lease = pool.pickInference({ affinity: conversation.engineAffinity, exclude });
         const address = lease.address;
+        const moved = address !== conversation.engineAffinity ? address : undefined;
         s.engine = address;
         try {
-          const prompt = await promptFor(lease, opts);
+          if (moved && s.begun) {
+            await s.begun; // after the first write, which may carry the previous engine as the affinity
+            await repos.conversations.setAffinity(userId, conversation.id, address);
+          }
+          conversation.engineAffinity = address;
+          const prompt = await promptFor(lease, history, opts);
           checkAborted(ac.signal);
           const req = GenerateRequest.fromPartial({
             input: { $case: "messages", value: { items: prompt.messages } },
@@ -285,25 +341,34 @@ async function* lockedTurn(
             maxTokens: opts.maxTokens ?? 1024,
             stop: opts.stop ?? [],
             constraint: opts.jsonSchema !== undefined ? { $case: "jsonSchema", value: opts.jsonSchema } : undefined,
-            requestId: request.id,
+            requestId,
           });
-          // STREAMING is written while the engine already prefills; it is on the request before any event goes out.
-          const recorded: Promise<unknown> = s.streaming
-            ? s.streaming.then(() => repos.requests.record(userId, request.id, { engine: address })) // another engine took over
-            : (s.streaming = startStreaming(repos, userId, request.id, { engine: address, startedAt: new Date() }));
-          recorded.catch(() => {}); // awaited below; a rejection before then is not "unhandled"
-          for await (const ev of lease.client.generate(req, { signal: ac.signal, deadlineMs: opts.deadlineMs })) {
-            const e = ev.event;
+          // The engine call goes out first (next() starts it); the turn's first write runs while the
+          // engine prefills, and every event waits for it to commit: nothing is streamed before it is stored.
+          const events = lease.client.generate(req, { signal: ac.signal, deadlineMs: opts.deadlineMs });
+          let next = events.next();
+          next.catch(() => {}); // awaited below
+          await new Promise<void>((r) => setImmediate(r)); // let grpc-js put the call on the wire before PGlite holds the thread
+          if (!s.begun) s.streaming = begin({ status: "STREAMING", engine: address, startedAt: new Date(), affinity: moved });
+          else if (!s.streaming) s.streaming = startStreaming(repos, userId, requestId, { engine: address, startedAt: new Date() });
+          else s.streaming = s.streaming.then(() => repos.requests.record(userId, requestId, { engine: address })); // another engine took over
+          s.streaming.catch(() => {});
+          s.counts = { client: lease.client, prompt };
+          for (let r = await next; !r.done; r = await (next = events.next())) {
+            const e = r.value.event;
             if (!e) continue;
+            if (!yielded) {
+              yield* accept();
+              await s.streaming;
+            }
             if (e.$case === "started") {
-              await recorded;
               s.started = e.value;
               yielded = true;
               yield {
                 type: "started",
-                requestId: request.id,
+                requestId,
                 conversationId: conversation.id,
-                userMessageId: message.id,
+                userMessageId,
                 engine: address,
                 route: decision,
                 promptTokens: e.value.promptTokens,
@@ -313,7 +378,6 @@ async function* lockedTurn(
                 trimmedMessages: prompt.trimmedMessages,
               };
             } else if (e.$case === "delta") {
-              if (!yielded) await recorded; // an engine that sends no `started`: the state is still recorded first
               yielded = true;
               s.ttftMs ??= performance.now() - t0;
               s.text += e.value.text;
@@ -350,6 +414,7 @@ async function* lockedTurn(
       if (done.finishReason === FinishReason.FINISH_REASON_CANCELLED) outcome = aborted("cancelled by the engine");
       else outcome = { status: "COMPLETED", reply: { content: s.text }, finishReason, ...details() };
     } catch (err) {
+      if (s.beginFailed) throw s.beginFailed.err; // nothing is stored, so nothing can be reported on a request
       if (ac.signal.aborted) outcome = aborted("aborted by the caller");
       else {
         const f = err instanceof TurnFailure ? err : classify(err, s.engine, s.completionTokens, false);
@@ -360,13 +425,20 @@ async function* lockedTurn(
       }
     }
 
+    // A turn that ended before its engine call is stored now, then its outcome.
+    try {
+      yield* accept();
+    } catch (err) {
+      outcome = undefined; // no request to record it on
+      throw err;
+    }
     const stored = await finish(outcome);
     if (outcome.status === "FAILED")
-      yield { type: "error", requestId: request.id, status: "FAILED", errorType: outcome.errorType!, message: outcome.error!, userMessageId: message.id };
+      yield { type: "error", requestId, status: "FAILED", errorType: outcome.errorType!, message: outcome.error!, userMessageId };
     else
       yield {
         type: "done",
-        requestId: request.id,
+        requestId,
         status: outcome.status,
         finishReason: outcome.finishReason as string,
         text: s.text,
@@ -376,34 +448,54 @@ async function* lockedTurn(
       };
   } finally {
     opts.signal?.removeEventListener("abort", onAbort);
-    if (!outcome) {
+    if (!outcome && !s.beginFailed) {
       // The consumer stopped iterating (return() at a yield): the engine call is already cancelled by then.
       ac.abort();
       lease?.release(new EngineCallError(lease.address, "Generate", 1, "cancelled", "the caller stopped reading"));
       outcome = aborted("the caller stopped reading the turn");
-      await finish(outcome);
+      await begin().then(
+        () => finish(outcome!),
+        () => {},
+      );
     }
   }
 
-  async function promptFor(l: EngineLease<InferenceEngineClient>, o: TurnOptions): Promise<BuiltPrompt> {
+  async function promptFor(l: EngineLease<InferenceEngineClient>, history: PromptMessage[], o: TurnOptions): Promise<BuiltPrompt> {
     const context = l.contextSize;
     const maxTokens = o.maxTokens ?? 1024;
     const reserve = o.replyReserveTokens ?? Math.min(maxTokens > 0 ? maxTokens : context, Math.floor(context / 2));
-    return buildPrompt(l.client, repos.messages, {
-      userId,
+    return buildPrompt(l.client, {
       conversation,
       systemPrompt: o.systemPrompt ?? DEFAULT_SYSTEM_PROMPT,
       context: [],
       // The engine needs prompt < context (service.cpp); the rest is the reply's room.
       budget: Math.max(1, context - reserve - 1),
-      historyLimit: o.historyLimit ?? 200,
+      history,
     });
+  }
+
+  /**
+   * The counts the prompt did not need, measured after the reply (not while
+   * the engine prefills: on a small machine every cycle taken then delays
+   * the first token). Only a cache: without them the next turn bounds again.
+   */
+  async function measured(): Promise<MessageTokens[]> {
+    if (!s.counts) return [];
+    const { client, prompt } = s.counts;
+    if (prompt.toCount.length === 0) return prompt.counted;
+    try {
+      return [...prompt.counted, ...(await countMessages(client, prompt.toCount))];
+    } catch (err) {
+      log.debug("could not count the prompt's messages", { error: (err as Error)?.message ?? String(err) });
+      return prompt.counted;
+    }
   }
 
   async function finish(o: TurnOutcome) {
     try {
       await s.streaming?.catch(() => {}); // never race the STREAMING write
-      return await repos.requests.endTurn(userId, request.id, o);
+      const counted = await measured();
+      return await repos.requests.endTurn(userId, requestId, o, counted);
     } catch (err) {
       log.error("could not record the turn's outcome", { status: o.status, error: (err as Error)?.message ?? String(err) });
       return undefined;

@@ -1,20 +1,48 @@
 // Conversations: their owner, title, summary, and the engine that holds
 // their KV cache (affinity).
-import type { Conversation, PrismaClient } from "@prisma/client";
+import type { Conversation, Message, PrismaClient } from "@prisma/client";
 import { NotFoundError, checkId, scoped } from "./errors";
+import type { SqlRunner } from "../direct-sql";
 import { keyset, type Page, type PageRequest } from "./pagination";
+import { columns, fromJson, jsonObject } from "./rows";
+
+const COLUMNS = columns("Conversation", "c");
+const MESSAGE_JSON = jsonObject("Message", "m");
+const messageFromJson = fromJson<Message>("Message");
 
 export class ConversationRepository {
-  constructor(private readonly prisma: PrismaClient) {}
+  constructor(
+    private readonly prisma: PrismaClient,
+    private readonly sql: SqlRunner,
+  ) {}
 
   create(userId: string, c: { title?: string } = {}): Promise<Conversation> {
     return this.prisma.conversation.create({ data: { userId, title: c.title } });
   }
 
+  /** Through the driver: every turn starts with it (direct-sql.ts). */
   async get(userId: string, id: string): Promise<Conversation> {
-    const c = await this.prisma.conversation.findFirst({ where: { id: checkId("conversation", id), userId } });
+    const [c] = await this.sql.query<Conversation>(`SELECT ${COLUMNS} FROM conversations c WHERE c.id = $1 AND c.user_id = $2`, [checkId("conversation", id), userId]);
     if (!c) throw new NotFoundError("conversation", id);
     return c;
+  }
+
+  /**
+   * A turn's first read, one statement: the conversation (NotFoundError
+   * unless it is the user's) and its newest `limit` messages, oldest first.
+   */
+  async forTurn(userId: string, id: string, limit: number): Promise<{ conversation: Conversation; history: Message[] }> {
+    const [row] = await this.sql.query<Conversation & { history: Record<string, unknown>[] }>(
+      `SELECT ${COLUMNS},
+              COALESCE((SELECT json_agg(${MESSAGE_JSON} ORDER BY m.created_at, m.id)
+                          FROM (SELECT * FROM messages WHERE conversation_id = c.id AND user_id = c.user_id
+                                ORDER BY created_at DESC, id DESC LIMIT $3) m), '[]') AS history
+         FROM conversations c WHERE c.id = $1 AND c.user_id = $2`,
+      [checkId("conversation", id), userId, limit],
+    );
+    if (!row) throw new NotFoundError("conversation", id);
+    const { history, ...conversation } = row;
+    return { conversation, history: history.map(messageFromJson) };
   }
 
   /** Most recently active first. */

@@ -7,6 +7,7 @@
 // API keys and device tokens are stored as an HMAC under the server secret
 // (secrets.ts): `secret` is required by the methods that create or check them.
 import type { PrismaClient } from "@prisma/client";
+import type { SqlRunner } from "../direct-sql";
 import { ApiKeyRepository } from "./api-keys";
 import { ConversationRepository } from "./conversations";
 import { DeviceRepository } from "./devices";
@@ -31,15 +32,15 @@ export interface RepositoryOptions {
   secret?: string;
 }
 
-export function createRepositories(prisma: PrismaClient, opts: RepositoryOptions = {}): Repositories {
+export function createRepositories(prisma: PrismaClient, sql: SqlRunner, opts: RepositoryOptions = {}): Repositories {
   const hasher = new SecretHasher(opts.secret);
   return {
     users: new UserRepository(prisma),
     apiKeys: new ApiKeyRepository(prisma, hasher),
     devices: new DeviceRepository(prisma, hasher),
-    conversations: new ConversationRepository(prisma),
-    messages: new MessageRepository(prisma),
-    requests: new RequestRepository(prisma),
+    conversations: new ConversationRepository(prisma, sql),
+    messages: new MessageRepository(prisma, sql),
+    requests: new RequestRepository(prisma, sql),
     toolCalls: new ToolCallRepository(prisma),
   };
 }

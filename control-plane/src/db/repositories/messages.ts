@@ -1,7 +1,11 @@
 // Messages of a conversation, in the order they were said.
 import type { Message, MessageRole, PrismaClient } from "@prisma/client";
 import { NotFoundError, checkId, scoped } from "./errors";
+import type { SqlRunner } from "../direct-sql";
 import { keyset, type Page, type PageRequest } from "./pagination";
+import { columns } from "./rows";
+
+const COLUMNS = columns("Message", "m");
 
 export interface NewMessage {
   role: MessageRole;
@@ -12,7 +16,10 @@ export interface NewMessage {
 }
 
 export class MessageRepository {
-  constructor(private readonly prisma: PrismaClient) {}
+  constructor(
+    private readonly prisma: PrismaClient,
+    private readonly sql: SqlRunner,
+  ) {}
 
   /** Adds a message to one of the user's conversations and marks the conversation active. */
   async append(userId: string, conversationId: string, m: NewMessage): Promise<Message> {
@@ -63,12 +70,12 @@ export class MessageRepository {
   }
 
   /** The newest `limit` messages, oldest first: the history window a prompt is built from. */
+  /** Through the driver: every turn reads it before its engine call (direct-sql.ts). */
   async recent(userId: string, conversationId: string, limit: number): Promise<Message[]> {
-    const rows = await this.prisma.message.findMany({
-      where: { userId, conversationId: checkId("conversation", conversationId) },
-      orderBy: [{ createdAt: "desc" }, { id: "desc" }],
-      take: limit,
-    });
+    const rows = await this.sql.query<Message>(
+      `SELECT ${COLUMNS} FROM messages m WHERE m.user_id = $1 AND m.conversation_id = $2 ORDER BY m.created_at DESC, m.id DESC LIMIT $3`,
+      [userId, checkId("conversation", conversationId), limit],
+    );
     return rows.reverse();
   }
 

@@ -8,7 +8,10 @@
 // background; it stays PROCESSING until it ends. A final state is final.
 import type { Message, Prisma, PrismaClient, Request, RequestErrorType, RequestStatus, Route, RouteSource } from "@prisma/client";
 import { InvalidTransitionError, NotFoundError, checkId, scoped } from "./errors";
+import type { SqlRunner } from "../direct-sql";
+import { uuidv7 } from "../ids";
 import { keyset, type Page, type PageRequest } from "./pagination";
+import { columnOf, fromJson, jsonObject } from "./rows";
 
 const FROM: Record<RequestStatus, readonly RequestStatus[]> = {
   PENDING: [],
@@ -55,65 +58,139 @@ export interface TurnOutcome extends Omit<RequestDetails, "errorType" | "error">
   error?: string;
 }
 
+export interface BeginTurnInput {
+  content: string;
+  /** The message's exact token count under the chat template, when known. */
+  tokens?: number;
+  traceId?: string;
+  /** Ids made beforehand (ids.ts) when they must be known before the write. */
+  requestId?: string;
+  messageId?: string;
+  /** STREAMING when the engine already has the turn (default PENDING). */
+  status?: "PENDING" | "STREAMING";
+  route?: RouteDecisionRecord;
+  engine?: string;
+  startedAt?: Date;
+  /** The engine that now holds the conversation's KV cache, when it changed. */
+  affinity?: string;
+}
+
+/** A message's token count, measured while its turn ran. */
+export interface MessageTokens {
+  id: string;
+  tokens: number;
+}
+
+const REQUEST_JSON = jsonObject("Request", "r");
+const MESSAGE_JSON = jsonObject("Message", "m");
+const requestFromJson = fromJson<Request>("Request");
+const messageFromJson = fromJson<Message>("Message");
+const requestColumn = columnOf("Request");
+
 export class RequestRepository {
-  constructor(private readonly prisma: PrismaClient) {}
+  constructor(
+    private readonly prisma: PrismaClient,
+    private readonly sql: SqlRunner,
+  ) {}
 
   /**
-   * The first write of a turn, in one transaction: the request (PENDING) and
-   * the user's message, so nothing the user said is lost whatever fails later.
+   * The first write of a turn, one statement: the request and the user's
+   * message together, so nothing the user said is lost whatever fails later.
+   * A turn that already sent its Generate passes what it knows (status
+   * STREAMING, route, engine, the engine now holding the KV cache as
+   * `affinity`, and the ids it gave the engine), so the whole beginning of a
+   * turn is one write (turn.ts).
    */
-  async beginTurn(
-    userId: string,
-    conversationId: string,
-    input: { content: string; tokens?: number; traceId?: string },
-  ): Promise<{ request: Request; message: Message }> {
+  async beginTurn(userId: string, conversationId: string, input: BeginTurnInput): Promise<{ request: Request; message: Message }> {
     checkId("conversation", conversationId);
     const now = new Date();
-    const [, request] = await scoped("conversation", conversationId, () =>
-      this.prisma.$transaction([
-        this.prisma.conversation.update({ where: { id: conversationId, userId }, data: { lastMessageAt: now } }),
-        this.prisma.request.create({
-          data: {
-            userId,
-            conversationId,
-            traceId: input.traceId,
-            createdAt: now,
-            messages: { create: { userId, conversationId, role: "USER", content: input.content, tokens: input.tokens, createdAt: now } },
-          },
-          include: { messages: true },
-        }),
-      ]),
+    const rows = await this.sql.query<{ request: Record<string, unknown>; message: Record<string, unknown> }>(
+      `WITH c AS (
+         UPDATE conversations
+            SET last_message_at = $3, updated_at = $3,
+                engine_affinity = COALESCE($13::text, engine_affinity),
+                engine_affinity_at = CASE WHEN $13::text IS NULL THEN engine_affinity_at ELSE $3 END
+          WHERE id = $2 AND user_id = $1
+         RETURNING id),
+       r AS (
+         INSERT INTO requests (id, user_id, conversation_id, status, route, route_source, route_detail, engine, trace_id, started_at, created_at, updated_at)
+         SELECT $4, $1, c.id, $6::"RequestStatus", $7::"Route", $8::"RouteSource", $9, $10, $11, $12, $3, $3 FROM c
+         RETURNING *),
+       m AS (
+         INSERT INTO messages (id, conversation_id, user_id, role, content, tokens, request_id, created_at, updated_at)
+         SELECT $5, r.conversation_id, $1, 'USER', $14, $15, r.id, $3, $3 FROM r
+         RETURNING *)
+       SELECT ${REQUEST_JSON} AS request, ${MESSAGE_JSON} AS message FROM r, m`,
+      [
+        userId,
+        conversationId,
+        now,
+        input.requestId ?? uuidv7(),
+        input.messageId ?? uuidv7(),
+        input.status ?? "PENDING",
+        input.route?.route ?? null,
+        input.route?.source ?? null,
+        input.route?.detail ?? null,
+        input.engine ?? null,
+        input.traceId ?? null,
+        input.startedAt ?? null,
+        input.affinity ?? null,
+        input.content,
+        input.tokens ?? null,
+      ],
     );
-    const { messages, ...rest } = request;
-    return { request: rest, message: messages[0]! };
+    const row = rows[0];
+    if (!row) throw new NotFoundError("conversation", conversationId);
+    return { request: requestFromJson(row.request), message: messageFromJson(row.message) };
   }
 
   /**
-   * The last write of a turn, in one transaction: its final state, and the
-   * assistant's reply (if any text was generated).
+   * The last write of a turn, one statement: its final state, the
+   * assistant's reply (if any text was generated), and the token counts of
+   * messages measured during the turn. InvalidTransitionError when the
+   * request is already final.
    */
-  async endTurn(userId: string, id: string, outcome: TurnOutcome): Promise<{ request: Request; reply: Message | undefined }> {
+  async endTurn(userId: string, id: string, outcome: TurnOutcome, counted: readonly MessageTokens[] = []): Promise<{ request: Request; reply: Message | undefined }> {
+    checkId("request", id);
     const { status, reply, ...details } = outcome;
     const now = new Date();
-    return this.prisma.$transaction(async (tx) => {
-      const request = await transition(tx, userId, id, status, { finishedAt: now, ...details });
-      let message: Message | undefined;
-      if (reply && reply.content !== "" && request.conversationId) {
-        await tx.conversation.update({ where: { id: request.conversationId, userId }, data: { lastMessageAt: now } });
-        message = await tx.message.create({
-          data: {
-            userId,
-            conversationId: request.conversationId,
-            requestId: id,
-            role: "ASSISTANT",
-            content: reply.content,
-            tokens: reply.tokens,
-            createdAt: now,
-          },
-        });
-      }
-      return { request, reply: message };
-    });
+    const params: unknown[] = [userId, id, now, status, reply?.content ?? "", reply?.tokens ?? null, uuidv7(), counted.map((c) => c.id), counted.map((c) => c.tokens)];
+    const sets = Object.entries({ finishedAt: now, ...details })
+      .filter(([, v]) => v !== undefined)
+      .map(([k, v]) => {
+        params.push(v);
+        return `${requestColumn(k)} = $${params.length}${k === "errorType" ? '::"RequestErrorType"' : ""}`;
+      });
+    // Every data-modifying WITH runs to completion whether or not the final
+    // SELECT reads it (PostgreSQL's rule), so c and t need no reference.
+    const rows = await this.sql.query<{ request: Record<string, unknown>; reply: Record<string, unknown> | null }>(
+      `WITH r AS (
+         UPDATE requests SET status = $4::"RequestStatus", updated_at = $3${sets.map((x) => `, ${x}`).join("")}
+          WHERE id = $2 AND user_id = $1 AND status IN ('PENDING', 'STREAMING', 'PROCESSING')
+         RETURNING *),
+       c AS (
+         UPDATE conversations SET last_message_at = $3, updated_at = $3
+          WHERE $5 <> '' AND id = (SELECT conversation_id FROM r) AND user_id = $1
+         RETURNING id),
+       m AS (
+         INSERT INTO messages (id, conversation_id, user_id, request_id, role, content, tokens, created_at, updated_at)
+         SELECT $7, r.conversation_id, $1, r.id, 'ASSISTANT', $5, $6, $3, $3 FROM r
+          WHERE $5 <> '' AND r.conversation_id IS NOT NULL
+         RETURNING *),
+       t AS (
+         UPDATE messages SET tokens = v.tokens, updated_at = $3
+           FROM unnest($8::uuid[], $9::int[]) AS v(id, tokens)
+          WHERE messages.id = v.id AND messages.user_id = $1 AND EXISTS (SELECT 1 FROM r)
+         RETURNING messages.id)
+       SELECT ${REQUEST_JSON} AS request, (SELECT ${MESSAGE_JSON} FROM m) AS reply FROM r`,
+      params,
+    );
+    const row = rows[0];
+    if (!row) {
+      const current = await this.get(userId, id);
+      throw new InvalidTransitionError(id, current.status, status);
+    }
+    return { request: requestFromJson(row.request), reply: row.reply ? messageFromJson(row.reply) : undefined };
   }
 
   /** Moves a request along its lifecycle (see the diagram above), recording details with it. */

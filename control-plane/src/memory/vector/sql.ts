@@ -1,34 +1,18 @@
-// The SQL connection the pgvector store runs on: Jota's own database, reached
-// through its driver directly rather than through Prisma. Measured on PGlite:
-// a raw query through Prisma's client engine and driver adapter took about
-// three times as long as the same query on the PGlite instance, and a
-// query in its own transaction (as every vector search is, see pgvector.ts)
-// about four times; that overhead alone was most of the query-latency budget.
-//
+// The SQL connection the pgvector store runs on: Jota's own database through
+// its driver (db/direct-sql.ts says why not through Prisma), opened by the
+// store itself so that it can live apart from the Database (bench:memory,
+// a worker process).
 // - Embedded: the PGlite instance of the data directory, shared with the
 //   process's Database (embedded.ts memoises one instance per directory and
 //   counts references), so there is still one instance and one lock.
 // - PostgreSQL: a small pool of its own on the same URL.
-import type { PGlite, Transaction } from "@electric-sql/pglite";
-import type pg from "pg";
+import { pgliteSql, poolSql, type DirectSql } from "../../db/direct-sql";
 import { openEmbedded } from "../../db/embedded";
 import { createPool, redactUrl } from "../../db/postgres";
 import { silentLogger, type Logger } from "../../log";
 
-export interface SqlRunner {
-  query<R>(sql: string, params?: unknown[]): Promise<R[]>;
-  /** Rows affected. */
-  execute(sql: string, params?: unknown[]): Promise<number>;
-}
-
-export interface VectorSql extends SqlRunner {
-  readonly backend: "pglite" | "postgres";
-  /** Where the data is, for messages: the directory, or the URL without its password. */
-  readonly location: string;
-  /** Runs `fn` in one transaction on one connection: COMMIT if it resolves, ROLLBACK if it throws. */
-  transaction<T>(fn: (tx: SqlRunner) => Promise<T>): Promise<T>;
-  close(): Promise<void>;
-}
+export type { SqlRunner } from "../../db/direct-sql";
+export type VectorSql = DirectSql;
 
 /** Where the database is: an embedded directory or a PostgreSQL URL (the shape openDatabase takes). */
 export type SqlLocation = { dataDir: string; url?: undefined } | { url: string; dataDir?: undefined };
@@ -51,55 +35,3 @@ export async function openVectorSql(loc: SqlLocation, opts: { logger?: Logger; p
   return pgliteSql(handle.pglite, handle.dir, () => handle.close());
 }
 
-function pgliteRunner(q: PGlite | Transaction): SqlRunner {
-  return {
-    query: async <R>(sql: string, params?: unknown[]) => (await q.query<R>(sql, params)).rows,
-    execute: async (sql, params) => (await q.query(sql, params)).affectedRows ?? 0,
-  };
-}
-
-export function pgliteSql(db: PGlite, location: string, close: () => Promise<void>): VectorSql {
-  return {
-    backend: "pglite",
-    location,
-    ...pgliteRunner(db),
-    // PGlite's transaction() holds its one connection: other queries wait.
-    transaction: (fn) => db.transaction((tx) => fn(pgliteRunner(tx))),
-    close,
-  };
-}
-
-function pgRunner(q: pg.Pool | pg.PoolClient): SqlRunner {
-  return {
-    query: async <R>(sql: string, params?: unknown[]) => (await q.query(sql, params)).rows as R[],
-    execute: async (sql, params) => (await q.query(sql, params)).rowCount ?? 0,
-  };
-}
-
-export function poolSql(pool: pg.Pool, location: string): VectorSql {
-  return {
-    backend: "postgres",
-    location,
-    ...pgRunner(pool),
-    transaction: async (fn) => {
-      const client = await pool.connect();
-      let broken: Error | undefined;
-      try {
-        await client.query("BEGIN");
-        const out = await fn(pgRunner(client));
-        await client.query("COMMIT");
-        return out;
-      } catch (err) {
-        try {
-          await client.query("ROLLBACK");
-        } catch (e) {
-          broken = e as Error; // the connection is unusable: the pool drops it
-        }
-        throw err;
-      } finally {
-        client.release(broken);
-      }
-    },
-    close: () => pool.end(),
-  };
-}
