@@ -43,3 +43,16 @@ export {
 export { buildPrompt, systemMessage, PromptTooLongError, DEFAULT_SYSTEM_PROMPT, type BuiltPrompt, type PromptInput } from "./sessions/prompt";
 export { TurnRunner, TurnHandle, type TurnResult, type RunnerOptions } from "./sessions/runner";
 export { ConversationLocks, ConversationBusyError } from "./sessions/locks";
+export * from "./memory";
+export {
+  openRedis,
+  RedisError,
+  IngestQueue,
+  ingestJobId,
+  startIngestWorker,
+  NoEmbeddingEngineError,
+  type RedisHandle,
+  type IngestJobStatus,
+  type IngestJobState,
+  type IngestWorker,
+} from "./jobs";

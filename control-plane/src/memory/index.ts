@@ -1,5 +1,5 @@
-// Jota's long-term memory: the vector store (vector/) and ingestion of
-// documents into it (ingest.ts).
+// Jota's long-term memory: the vector store (vector/), ingestion of
+// documents into it (ingest.ts), and retrieval for a turn (retrieve.ts).
 export * from "./vector";
 export {
   chunkText,
@@ -13,3 +13,4 @@ export {
   type IngestResult,
   type TokenCounter,
 } from "./ingest";
+export { contextEntry, fitSources, RetrievalUnavailableError, VectorRetriever, type RetrievedSource, type Retriever, type RetrieverOptions } from "./retrieve";

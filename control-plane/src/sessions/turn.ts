@@ -40,7 +40,7 @@
 // with the error, so the pool marks it down at once and the next turn goes
 // to a healthy engine.
 import { performance } from "node:perf_hooks";
-import type { Conversation, Message, Request, RequestErrorType } from "@prisma/client";
+import type { Conversation, Message, Prisma, Request, RequestErrorType } from "@prisma/client";
 import { uuidv7 } from "../db/ids";
 import type { Repositories, TurnOutcome } from "../db/repositories";
 import type { BeginTurnInput, MessageTokens } from "../db/repositories/requests";
@@ -48,6 +48,7 @@ import { EngineCallError, type InferenceEngineClient } from "../engines/clients"
 import { EngineUnavailableError, type EngineLease, type EnginePool } from "../engines/pool";
 import { FinishReason, type GenerateDone, GenerateRequest, type GenerateStarted, type SamplingParams } from "../gen/jota/v1/inference";
 import type { Logger } from "../log";
+import { contextEntry, fitSources, RetrievalUnavailableError, type RetrievedSource, type Retriever } from "../memory/retrieve";
 import { decisionRecord, type IntentRouter, type RouteDecision } from "../router/router";
 import { ConversationLocks } from "./locks";
 import { buildPrompt, countMessages, DEFAULT_SYSTEM_PROMPT, PromptTooLongError, type BuiltPrompt, type PromptMessage } from "./prompt";
@@ -61,6 +62,12 @@ export interface TurnDeps {
   logger: Logger;
   /** One turn at a time per conversation; without it turns are not serialised. */
   locks?: ConversationLocks;
+  /**
+   * Retrieval of the user's memories and documents into the prompt: for turns
+   * the router sends to needs_context ("auto"), or for every turn ("always").
+   * Without it no turn retrieves.
+   */
+  retrieval?: { retriever: Retriever; mode: "auto" | "always" };
 }
 
 export interface TurnInput {
@@ -156,6 +163,10 @@ export interface TurnDoneEvent {
   replyMessageId: string | undefined;
   usage: TurnUsage;
   timings: TurnTimings;
+  /** What retrieval put in the prompt, best first (empty when the turn retrieved nothing). */
+  sources: RetrievedSource[];
+  /** Set when retrieval was wanted but could not be done: the reply has no context (VECTOR_STORE_UNAVAILABLE on the request). */
+  retrievalError?: string;
 }
 
 export interface TurnErrorEvent {
@@ -246,6 +257,8 @@ async function* lockedTurn(
     decision: undefined as RouteDecision | undefined,
     /** PENDING -> STREAMING, when the turn was stored before its engine call (routing by model). */
     streaming: undefined as Promise<unknown> | undefined,
+    sources: [] as RetrievedSource[],
+    retrievalError: undefined as string | undefined,
     /** The prompt sent, whose uncounted messages are counted once the reply has streamed and stored with the outcome. */
     counts: undefined as { client: InferenceEngineClient; prompt: BuiltPrompt } | undefined,
   };
@@ -287,6 +300,7 @@ async function* lockedTurn(
     const u = usage();
     const t = timings();
     return {
+      ...(s.sources.length > 0 ? { sources: s.sources as unknown as Prisma.InputJsonValue } : {}),
       engine: s.engine,
       promptTokens: s.started || s.done ? u.promptTokens : undefined,
       cachedTokens: s.started || s.done ? u.cachedTokens : undefined,
@@ -314,6 +328,19 @@ async function* lockedTurn(
         await repos.requests.setRoute(userId, requestId, decisionRecord(s.decision));
       }
       const decision = s.decision;
+
+      // Retrieval: the user's memories and documents for this message (never fails the turn).
+      let candidates: RetrievedSource[] = [];
+      const retrieval = deps.retrieval;
+      if (retrieval && (retrieval.mode === "always" || decision.route === "needs_context")) {
+        try {
+          candidates = await retrieval.retriever.retrieve(userId, input.content, { signal: ac.signal, requestId });
+        } catch (err) {
+          if (!(err instanceof RetrievalUnavailableError)) throw err;
+          s.retrievalError = err.message;
+          log.warn("answering without retrieved context", { error: err.message });
+        }
+      }
       // command and needs_context are answered as chat until tools and retrieval exist (later issues).
 
       // 3-5. Engine, prompt, stream; a failure before anything was streamed tries another engine.
@@ -332,6 +359,7 @@ async function* lockedTurn(
             await repos.conversations.setAffinity(userId, conversation.id, address);
           }
           conversation.engineAffinity = address;
+          s.sources = candidates.length > 0 ? await fitSources(lease.client, candidates, retrievalBudget(lease.contextSize)) : [];
           const prompt = await promptFor(lease, history, opts);
           checkAborted(ac.signal);
           const req = GenerateRequest.fromPartial({
@@ -412,7 +440,15 @@ async function* lockedTurn(
       if (done.finishReason === FinishReason.FINISH_REASON_ERROR)
         throw new TurnFailure("ENGINE_ERROR", `engine ${s.engine} failed the generation: ${done.error || "no detail"}`);
       if (done.finishReason === FinishReason.FINISH_REASON_CANCELLED) outcome = aborted("cancelled by the engine");
-      else outcome = { status: "COMPLETED", reply: { content: s.text }, finishReason, ...details() };
+      else
+        outcome = {
+          status: "COMPLETED",
+          reply: { content: s.text },
+          finishReason,
+          ...details(),
+          // Answered, but without the context it should have had: the request says why.
+          ...(s.retrievalError ? { errorType: "VECTOR_STORE_UNAVAILABLE" as const, error: s.retrievalError } : {}),
+        };
     } catch (err) {
       if (s.beginFailed) throw s.beginFailed.err; // nothing is stored, so nothing can be reported on a request
       if (ac.signal.aborted) outcome = aborted("aborted by the caller");
@@ -445,6 +481,8 @@ async function* lockedTurn(
         replyMessageId: stored?.reply?.id,
         usage: usage(),
         timings: timings(),
+        sources: s.sources,
+        ...(s.retrievalError ? { retrievalError: s.retrievalError } : {}),
       };
   } finally {
     opts.signal?.removeEventListener("abort", onAbort);
@@ -467,7 +505,7 @@ async function* lockedTurn(
     return buildPrompt(l.client, {
       conversation,
       systemPrompt: o.systemPrompt ?? DEFAULT_SYSTEM_PROMPT,
-      context: [],
+      context: s.sources.map((src, i) => contextEntry(src, i + 1)),
       // The engine needs prompt < context (service.cpp); the rest is the reply's room.
       budget: Math.max(1, context - reserve - 1),
       history,
@@ -529,4 +567,9 @@ function classify(err: unknown, engine: string | undefined, tokens: number, midS
     return new TurnFailure("ENGINE_ERROR", `engine ${err.address} failed${where}: ${err.message}`, { cause: err });
   }
   return new TurnFailure("INTERNAL", `internal error${engine ? ` (engine ${engine})` : ""}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+}
+
+/** Prompt tokens retrieved context may take: a quarter of the context, at most 1024. */
+function retrievalBudget(contextSize: number): number {
+  return Math.min(1024, Math.floor(contextSize / 4));
 }

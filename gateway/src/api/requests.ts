@@ -27,6 +27,8 @@ import {
   PageQuery,
   RequestStatus,
   Route,
+  Source,
+  sourcesView,
   Timestamp,
   Timings,
   Usage,
@@ -49,11 +51,15 @@ export const RequestView = z
     finish_reason: z.string().nullable().meta({ description: "stop | length | cancelled | error" }),
     error: z
       .object({
-        type: z.enum(["ENGINE_UNAVAILABLE", "ENGINE_ERROR", "TIMEOUT", "INVALID_REQUEST", "INTERNAL"]),
+        type: z.enum(["ENGINE_UNAVAILABLE", "ENGINE_ERROR", "TIMEOUT", "INVALID_REQUEST", "INTERNAL", "VECTOR_STORE_UNAVAILABLE"]),
         message: z.string(),
       })
       .nullable()
-      .meta({ description: "Why a FAILED turn failed (or why an ABORTED one stopped)." }),
+      .meta({
+        description:
+          "Why a FAILED turn failed (or why an ABORTED one stopped); on a COMPLETED one, VECTOR_STORE_UNAVAILABLE says it was answered without the retrieved context it should have had.",
+      }),
+    sources: z.array(Source).meta({ description: "What retrieval put in the prompt, best first (empty when nothing was retrieved)." }),
     reply: z
       .object({ message_id: Id, content: z.string() })
       .nullable()
@@ -103,6 +109,7 @@ export const TurnEventWire = z
         reply_message_id: Id.nullable(),
         usage: Usage,
         timings: Timings,
+        sources: z.array(Source),
       })
       .meta({ description: "The turn's last event when it was not FAILED." }),
     z
@@ -140,6 +147,7 @@ export function requestView(r: DbRequest, messages: Message[]): RequestView {
     engine: r.engine,
     finish_reason: r.finishReason,
     error: r.errorType || r.error ? { type: r.errorType ?? "INTERNAL", message: r.error ?? "" } : null,
+    sources: sourcesView(r.sources),
     reply: reply ? { message_id: reply.id, content: reply.content } : null,
     usage: { prompt_tokens: r.promptTokens, cached_tokens: r.cachedTokens, completion_tokens: r.completionTokens },
     timings: { ttft_ms: r.ttftMs, total_ms: r.totalMs, queue_ms: r.queueMs, prefill_ms: r.prefillMs, decode_ms: r.decodeMs },
@@ -197,6 +205,7 @@ export function wireEvent(ev: TurnEvent): TurnEventWire {
           prefill_ms: nil(ev.timings.prefillMs),
           decode_ms: nil(ev.timings.decodeMs),
         },
+        sources: sourcesView(ev.sources),
       };
     case "error":
       return { type: "error", request_id: ev.requestId, status: "FAILED", error_type: ev.errorType, message: ev.message, user_message_id: ev.userMessageId };
@@ -223,6 +232,7 @@ function finalEventFromDb(v: RequestView, userMessageId: string | null): TurnEve
     reply_message_id: v.reply?.message_id ?? null,
     usage: v.usage,
     timings: v.timings,
+    sources: v.sources,
   };
 }
 

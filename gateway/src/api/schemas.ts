@@ -7,6 +7,7 @@
 // document cannot drift from the code without a test noticing
 // (test/openapi.test.ts walks the app's route table; the REST tests parse
 // real responses with the documented response schemas).
+import type { RetrievedSource } from "@jota/control-plane";
 import type { RequestHandler, Router } from "express";
 import { z } from "zod";
 import type { Scope } from "../auth/principal";
@@ -110,9 +111,35 @@ export const Usage = z
   })
   .meta({ id: "Usage" });
 
+export const Source = z
+  .object({
+    id: z.string().meta({ description: "The chunk's id in the vector store (a document's: <source>#<chunk>)." }),
+    source: z.string().meta({ description: "The document (or memory) it came from." }),
+    kind: z.string().meta({ description: "document, note, ..." }),
+    title: z.string().nullable(),
+    chunk: z.number().int().nullable().meta({ description: "The chunk's position in its document." }),
+    text: z.string().meta({ description: "The chunk as the prompt carried it." }),
+    score: z.number().meta({ description: "Cosine similarity to the user's message (1 = same direction)." }),
+  })
+  .meta({ id: "Source", description: "Retrieved context the reply was given, best first." });
+
+/** Retrieved sources as the API shows them (from a turn's event or the stored request's JSON). */
+export function sourcesView(list: unknown): z.output<typeof Source>[] {
+  if (!Array.isArray(list)) return [];
+  return (list as RetrievedSource[]).map((s) => ({
+    id: s.id,
+    source: s.source,
+    kind: s.kind,
+    title: s.title ?? null,
+    chunk: s.chunk ?? null,
+    text: s.text,
+    score: s.score,
+  }));
+}
+
 export const Timings = z
   .object({
-    ttft_ms: z.number().nullable().meta({ description: "From the request being recorded to the first token." }),
+    ttft_ms: z.number().nullable().meta({ description: "From the turn's start to the first token." }),
     total_ms: z.number().nullable(),
     queue_ms: z.number().nullable(),
     prefill_ms: z.number().nullable(),

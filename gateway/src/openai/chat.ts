@@ -52,7 +52,7 @@ import type { SamplingParams } from "@jota/control-plane/gen/jota/v1/inference";
 import type { TurnDoneEvent, TurnErrorEvent, TurnHandle, TurnOptions } from "@jota/control-plane";
 import type { GatewayContext } from "../context";
 import { principal } from "../auth/middleware";
-import { mount, type RouteSpec } from "../api/schemas";
+import { mount, Source, sourcesView, type RouteSpec } from "../api/schemas";
 import { startTurn } from "../turns";
 import { OpenAIError, OpenAIErrorBody } from "./errors";
 import type { ModelCatalog } from "./models";
@@ -164,6 +164,15 @@ const FinishReason = z.enum(["stop", "length"]);
 const completionId = z.string().meta({ description: "chatcmpl-<request id>: the request in Jota's own API (X-Jota-Request)." });
 const servedModel = z.string().meta({ description: "The model that served (the engine's), whichever id the request named." });
 
+/** Jota's extension of a completion: what retrieval gave the reply. OpenAI SDKs keep unknown fields. */
+const JotaExtension = z
+  .object({
+    sources: z.array(Source).meta({ description: "Retrieved context the reply was given, best first." }),
+    retrieval_error: z.string().optional().meta({ description: "Retrieval was wanted but could not be done: the reply has no context." }),
+  })
+  .strict()
+  .meta({ id: "JotaCompletionExtension", description: "Present when the turn retrieved context (or could not): on the response, or on the stream's finish_reason chunk." });
+
 export const ChatCompletion = z
   .object({
     id: completionId,
@@ -183,6 +192,7 @@ export const ChatCompletion = z
       )
       .length(1),
     usage: Usage,
+    jota: JotaExtension.optional(),
   })
   .strict()
   .meta({ id: "OpenAIChatCompletion" });
@@ -209,6 +219,7 @@ export const ChatCompletionChunk = z
     usage: Usage.nullable()
       .optional()
       .meta({ description: "Only with stream_options.include_usage: null on every chunk but the last, which has no choices." }),
+    jota: JotaExtension.optional(),
   })
   .strict()
   .meta({ id: "OpenAIChatCompletionChunk" });
@@ -385,6 +396,12 @@ function usageOf(d: TurnDoneEvent): z.output<typeof Usage> {
 /** OpenAI knows only these; a COMPLETED turn ends on one of them. */
 const finishReason = (r: string): z.output<typeof FinishReason> => (r === "length" ? "length" : "stop");
 
+/** The extension, when the turn retrieved (or tried to). */
+function jotaOf(ev: TurnDoneEvent): z.output<typeof JotaExtension> | undefined {
+  if (ev.sources.length === 0 && !ev.retrievalError) return undefined;
+  return { sources: sourcesView(ev.sources), ...(ev.retrievalError ? { retrieval_error: ev.retrievalError } : {}) };
+}
+
 /** Waits until the clock is past millisecond `t`, so messages stored one after another never share a timestamp (history is ordered by it). */
 async function afterMillisecond(t: number): Promise<void> {
   while (Date.now() <= t) await new Promise((r) => setTimeout(r, 1));
@@ -457,7 +474,7 @@ export function chatRouter(ctx: GatewayContext, catalog: ModelCatalog): Router {
         }
         if (sse) {
           await sse.open(model);
-          return sse.finish(finishReason(ev.finishReason), usageOf(ev));
+          return sse.finish(finishReason(ev.finishReason), usageOf(ev), jotaOf(ev));
         }
         res.json({
           id,
@@ -466,6 +483,7 @@ export function chatRouter(ctx: GatewayContext, catalog: ModelCatalog): Router {
           model,
           choices: [{ index: 0, message: { role: "assistant", content: ev.text, refusal: null }, logprobs: null, finish_reason: finishReason(ev.finishReason) }],
           usage: usageOf(ev),
+          ...(jotaOf(ev) ? { jota: jotaOf(ev) } : {}),
         } satisfies z.output<typeof ChatCompletion>);
         return;
       } else if (ev.type === "error") {
@@ -512,8 +530,8 @@ class ChunkWriter {
     return this.chunk({ content: text }, null);
   }
 
-  async finish(reason: z.output<typeof FinishReason>, usage: z.output<typeof Usage>): Promise<void> {
-    await this.chunk({}, reason);
+  async finish(reason: z.output<typeof FinishReason>, usage: z.output<typeof Usage>, jota?: z.output<typeof JotaExtension>): Promise<void> {
+    await this.chunk({}, reason, jota);
     if (this.c.includeUsage)
       await this.send({ id: this.c.id, object: "chat.completion.chunk", created: this.c.created, model: this.model, choices: [], usage });
     this.res.end("data: [DONE]\n\n");
@@ -524,7 +542,11 @@ class ChunkWriter {
     this.res.end(`data: ${JSON.stringify(e.body())}\n\n`);
   }
 
-  private chunk(delta: z.output<typeof ChatCompletionChunk>["choices"][number]["delta"], finish: z.output<typeof FinishReason> | null): Promise<void> {
+  private chunk(
+    delta: z.output<typeof ChatCompletionChunk>["choices"][number]["delta"],
+    finish: z.output<typeof FinishReason> | null,
+    jota?: z.output<typeof JotaExtension>,
+  ): Promise<void> {
     return this.send({
       id: this.c.id,
       object: "chat.completion.chunk",
@@ -532,6 +554,7 @@ class ChunkWriter {
       model: this.model,
       choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
       ...(this.c.includeUsage ? { usage: null } : {}),
+      ...(jota ? { jota } : {}),
     });
   }
 

@@ -7,6 +7,7 @@
 // object with a `type`. A client may put an `id` on any frame; the server
 // echoes it on the frames that answer it (pong, error, and a turn's start,
 // end and error), never on token frames, which stay small.
+import { sourcesView } from "../api/schemas";
 import { z } from "zod";
 import type { TurnDoneEvent, TurnStartedEvent } from "@jota/control-plane";
 import { ApiError } from "../http/errors";
@@ -154,6 +155,10 @@ export interface EndFrame {
   message_id: string | null;
   usage: { prompt_tokens: number; cached_tokens: number; completion_tokens: number };
   timings: { ttft_ms: number | null; total_ms: number; queue_ms: number | null; prefill_ms: number | null; decode_ms: number | null };
+  /** Retrieved context the reply was given, best first (empty when none). */
+  sources: ReturnType<typeof sourcesView>;
+  /** Present when retrieval was wanted but could not be done: the reply has no context. */
+  retrieval_error?: string;
 }
 
 export interface ErrorFrame {
@@ -204,6 +209,8 @@ export function endFrame(ev: TurnDoneEvent, id: FrameId | undefined): EndFrame {
         prefill_ms: ms(ev.timings.prefillMs),
         decode_ms: ms(ev.timings.decodeMs),
       },
+      sources: sourcesView(ev.sources),
+      ...(ev.retrievalError ? { retrieval_error: ev.retrievalError } : {}),
     },
     id,
   );

@@ -42,6 +42,7 @@ export type RequestDetails = Pick<
   | "totalMs"
   | "startedAt"
   | "finishedAt"
+  | "sources"
 >;
 
 export interface RouteDecisionRecord {
@@ -86,6 +87,8 @@ const MESSAGE_JSON = jsonObject("Message", "m");
 const requestFromJson = fromJson<Request>("Request");
 const messageFromJson = fromJson<Message>("Message");
 const requestColumn = columnOf("Request");
+/** Parameters that need a type the driver cannot infer from a JavaScript value. */
+const CASTS: Record<string, string> = { errorType: '::"RequestErrorType"', sources: "::jsonb" };
 
 export class RequestRepository {
   constructor(
@@ -158,8 +161,8 @@ export class RequestRepository {
     const sets = Object.entries({ finishedAt: now, ...details })
       .filter(([, v]) => v !== undefined)
       .map(([k, v]) => {
-        params.push(v);
-        return `${requestColumn(k)} = $${params.length}${k === "errorType" ? '::"RequestErrorType"' : ""}`;
+        params.push(k === "sources" ? JSON.stringify(v) : v);
+        return `${requestColumn(k)} = $${params.length}${CASTS[k] ?? ""}`;
       });
     // Every data-modifying WITH runs to completion whether or not the final
     // SELECT reads it (PostgreSQL's rule), so c and t need no reference.

@@ -1,0 +1,116 @@
+// Retrieval for a chat turn: the user's message, embedded by an inference
+// engine's embedding model, against the user's memories and document chunks
+// in the vector store (the collection of that model and dimension); the best
+// ones that fit a token budget go into the prompt, and come back with the
+// reply as its sources.
+//
+// Retrieval never fails a turn: when it cannot be done (the vector store is
+// down, no engine has an embedding model) the turn answers without context
+// and records why (RetrievalUnavailableError -> VECTOR_STORE_UNAVAILABLE on
+// the request).
+import type { InferenceEngineClient } from "../engines/clients";
+import type { EnginePool } from "../engines/pool";
+import { collectionName, UnknownCollectionError, type VectorStore } from "./vector/store";
+
+/** A retrieved chunk as the reply cites it. */
+export interface RetrievedSource {
+  /** The point's id in the store (document chunks: "<source>#<chunk>"). */
+  id: string;
+  source: string;
+  kind: string;
+  title?: string;
+  chunk?: number;
+  text: string;
+  /** Cosine similarity to the user's message. */
+  score: number;
+}
+
+export interface Retriever {
+  /** The user's best matches for `query`, best first; RetrievalUnavailableError when retrieval cannot be done. */
+  retrieve(userId: string, query: string, opts?: { signal?: AbortSignal; requestId?: string }): Promise<RetrievedSource[]>;
+}
+
+export class RetrievalUnavailableError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "RetrievalUnavailableError";
+  }
+}
+
+export interface RetrieverOptions {
+  /** Candidates fetched from the store (default 5). */
+  topK?: number;
+  /** Matches scoring below this are left out (default 0: cosine similarity above orthogonal). */
+  minScore?: number;
+}
+
+/** Retrieval over the vector store, with query embeddings from the pool's engines. */
+export class VectorRetriever implements Retriever {
+  constructor(
+    private readonly store: VectorStore,
+    private readonly pool: EnginePool,
+    private readonly opts: RetrieverOptions = {},
+  ) {}
+
+  async retrieve(userId: string, query: string, o: { signal?: AbortSignal; requestId?: string } = {}): Promise<RetrievedSource[]> {
+    const lease = this.pool.pickInference();
+    let embedded: { model: string; dimensions: number; values: number[] };
+    try {
+      const res = await lease.client.embed({ inputs: [query], normalize: true, requestId: o.requestId ?? "" });
+      lease.release();
+      const values = res.embeddings[0]?.values;
+      if (!values) throw new Error("the engine returned no embedding");
+      embedded = { model: res.model, dimensions: res.dimensions, values };
+    } catch (err) {
+      lease.release(err);
+      throw new RetrievalUnavailableError(`could not embed the message on ${lease.address}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+    }
+    o.signal?.throwIfAborted();
+    let points;
+    try {
+      points = await this.store.query(collectionName(embedded.model, embedded.dimensions), embedded.values, {
+        topK: this.opts.topK ?? 5,
+        filter: { userId },
+      });
+    } catch (err) {
+      if (err instanceof UnknownCollectionError) return []; // nothing was ever stored for this model: nothing to find
+      throw new RetrievalUnavailableError(`the ${this.store.kind} vector store could not be queried: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+    }
+    const minScore = this.opts.minScore ?? 0;
+    return points
+      .filter((p) => p.score > minScore && p.payload.text)
+      .map((p) => ({
+        id: p.id,
+        source: p.payload.source,
+        kind: p.payload.kind,
+        ...(p.payload.title !== undefined ? { title: p.payload.title } : {}),
+        ...(p.payload.chunk !== undefined ? { chunk: p.payload.chunk } : {}),
+        text: p.payload.text!,
+        score: p.score,
+      }));
+  }
+}
+
+/** How a source reads in the prompt: numbered, so the model can cite it. */
+export function contextEntry(s: RetrievedSource, n: number): string {
+  const title = s.title ? `${s.title} (${s.source})` : s.source;
+  return `[${n}] ${title}:\n${s.text.trim()}`;
+}
+
+/**
+ * The sources that fit `budget` tokens of the chat engine, best first: each
+ * counted exactly (CountTokens, in parallel) as the prompt will carry it.
+ */
+export async function fitSources(engine: InferenceEngineClient, sources: RetrievedSource[], budget: number): Promise<RetrievedSource[]> {
+  const costs = await Promise.all(
+    sources.map(async (s, i) => (await engine.countTokens({ messages: [{ role: "system", content: contextEntry(s, i + 1) }], chatTemplate: "", noGenerationPrompt: true })).tokens),
+  );
+  const kept: RetrievedSource[] = [];
+  let used = 0;
+  for (const [i, s] of sources.entries()) {
+    if (used + costs[i]! > budget) continue;
+    used += costs[i]!;
+    kept.push(s);
+  }
+  return kept;
+}
