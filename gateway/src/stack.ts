@@ -11,12 +11,16 @@ import {
   databaseOptions,
   localEngines,
   openDatabase,
+  openVectorStore,
   routerFromConfig,
+  UnavailableRetriever,
+  VectorRetriever,
   type Config,
   type Database,
   type EngineProcess,
   type IntentRouter,
   type Logger,
+  type VectorStore,
 } from "@jota/control-plane";
 
 export interface Stack {
@@ -26,6 +30,8 @@ export interface Stack {
   pool: EnginePool;
   router: IntentRouter;
   runner: TurnRunner;
+  /** Semantic memory (pgvector in the database, or Qdrant); undefined when it could not be opened. */
+  store: VectorStore | undefined;
   /** The server secret (JOTA_SECRET, or the one generated into the data folder). */
   secret: string;
   /** Engine processes this stack started (empty when it uses JOTA_*_URLS). */
@@ -63,12 +69,40 @@ export async function openStack(config: Config, log: Logger, opts: StackOptions 
     });
     cleanups.push(() => pool.close());
     const router = routerFromConfig(config, log, (req, signal) => pool.generate(req, { signal }));
-    const runner = new TurnRunner({ repos: db.repos, pool, router, logger: log });
+    const store = await openMemory(config, db, log);
+    if (store) cleanups.push(() => store.close());
+    const retrieval =
+      config.memory.retrieval === "off"
+        ? undefined
+        : {
+            retriever: store ? new VectorRetriever(store, pool) : new UnavailableRetriever("the vector store could not be opened at start-up (see the log)"),
+            mode: config.memory.retrieval,
+          };
+    const runner = new TurnRunner({ repos: db.repos, pool, router, logger: log, retrieval });
     cleanups.push(() => runner.close());
-    return { config, log, db, pool, router, runner, secret, processes, close };
+    return { config, log, db, pool, router, runner, store, secret, processes, close };
   } catch (err) {
     await close();
     throw err;
+  }
+}
+
+/**
+ * The vector store: Qdrant (QDRANT_URL) or pgvector in Jota's database. One
+ * that cannot be opened (Qdrant down, a PostgreSQL without pgvector) does not
+ * stop Jota: turns answer without retrieved context and say why.
+ */
+async function openMemory(config: Config, db: Database, log: Logger): Promise<VectorStore | undefined> {
+  try {
+    return await openVectorStore({
+      database: config.databaseUrl ? { url: config.databaseUrl } : { dataDir: db.location },
+      qdrantUrl: config.memory.qdrantUrl,
+      qdrantApiKey: config.memory.qdrantApiKey,
+      logger: log,
+    });
+  } catch (err) {
+    log.error("semantic memory is unavailable: turns will answer without retrieved context", { error: (err as Error)?.message ?? String(err) });
+    return undefined;
   }
 }
 

@@ -43,6 +43,11 @@ export const ENV_VARS: readonly EnvVarSpec[] = [
   { name: "JOTA_OIDC_AUDIENCE", default: "", description: "Audience an OIDC token must carry" },
   { name: "JOTA_OIDC_JWKS_URL", default: "", description: "JWKS URL to verify OIDC tokens' signatures" },
   { name: "JOTA_ROUTER_RULES", default: "", description: "JSON file of extra intent-routing patterns (format: control-plane/src/router/rules.ts)" },
+  { name: "REDIS_URL", default: "", description: "Redis for the job queues (redis://[:password@]host:6379[/db]); empty = a private redis-server in JOTA_DATA_DIR/redis" },
+  { name: "JOTA_JOB_CONCURRENCY", default: "1", description: "Ingest jobs one worker runs at once" },
+  { name: "QDRANT_URL", default: "", description: "Qdrant for semantic memory (http://host:6333); empty = pgvector in Jota's own database" },
+  { name: "QDRANT_API_KEY", default: "", description: "Qdrant API key, when the server wants one" },
+  { name: "JOTA_RETRIEVAL", default: "auto", description: "Memory and documents in the prompt: auto (turns routed needs_context) | always | off" },
 ];
 
 export interface GatewayConfig {
@@ -89,6 +94,23 @@ export interface Config {
   databaseUrl: string | undefined;
   router: RouterConfig;
   gateway: GatewayConfig;
+  jobs: JobsConfig;
+  memory: MemoryConfig;
+}
+
+export interface MemoryConfig {
+  /** QDRANT_URL; undefined means pgvector in Jota's own database. */
+  qdrantUrl: string | undefined;
+  qdrantApiKey: string | undefined;
+  /** Which turns retrieve: those routed needs_context, all, or none. */
+  retrieval: "auto" | "always" | "off";
+}
+
+export interface JobsConfig {
+  /** REDIS_URL; undefined means a private redis-server in dataDir/redis. */
+  redisUrl: string | undefined;
+  /** Ingest jobs one worker runs at once. */
+  concurrency: number;
 }
 
 export interface RouterConfig {
@@ -143,6 +165,39 @@ function onOff(env: Env, name: string, def: "on" | "off"): boolean {
   const v = str(env, name, def).toLowerCase();
   if (v !== "on" && v !== "off") throw new ConfigError(name, `'${v}' is not on or off`);
   return v === "on";
+}
+
+function redisUrl(env: Env): string | undefined {
+  const url = str(env, "REDIS_URL", "");
+  if (url === "") return undefined;
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new ConfigError("REDIS_URL", "is not a URL (redis://[:password@]host:6379[/db])");
+  }
+  if (u.protocol !== "redis:" && u.protocol !== "rediss:") throw new ConfigError("REDIS_URL", "is not a redis:// or rediss:// URL");
+  if (u.hostname === "") throw new ConfigError("REDIS_URL", "has no host");
+  return url;
+}
+
+function httpUrl(env: Env, name: string): string | undefined {
+  const url = str(env, name, "");
+  if (url === "") return undefined;
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new ConfigError(name, "is not a URL (http://host:6333)");
+  }
+  if (u.protocol !== "http:" && u.protocol !== "https:") throw new ConfigError(name, "is not an http:// or https:// URL");
+  return url;
+}
+
+function retrievalMode(env: Env): MemoryConfig["retrieval"] {
+  const v = str(env, "JOTA_RETRIEVAL", "auto");
+  if (v !== "auto" && v !== "always" && v !== "off") throw new ConfigError("JOTA_RETRIEVAL", `'${v}' is not one of auto, always, off`);
+  return v;
 }
 
 function databaseUrl(env: Env): string | undefined {
@@ -206,6 +261,15 @@ export function loadConfig(env: Env = process.env, randomToken: () => string = d
     router: Object.freeze({
       model: onOff(env, "JOTA_ROUTER_MODEL", "off"),
       rulesFile: resolvePath(str(env, "JOTA_ROUTER_RULES", "")) || undefined,
+    }),
+    memory: Object.freeze({
+      qdrantUrl: httpUrl(env, "QDRANT_URL"),
+      qdrantApiKey: str(env, "QDRANT_API_KEY", "") || undefined,
+      retrieval: retrievalMode(env),
+    }),
+    jobs: Object.freeze({
+      redisUrl: redisUrl(env),
+      concurrency: int(env, "JOTA_JOB_CONCURRENCY", 1, 1, 1024),
     }),
   });
 }

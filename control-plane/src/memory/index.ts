@@ -13,4 +13,4 @@ export {
   type IngestResult,
   type TokenCounter,
 } from "./ingest";
-export { contextEntry, fitSources, RetrievalUnavailableError, VectorRetriever, type RetrievedSource, type Retriever, type RetrieverOptions } from "./retrieve";
+export { contextEntry, fitSources, RetrievalUnavailableError, UnavailableRetriever, VectorRetriever, type RetrievedSource, type Retriever, type RetrieverOptions } from "./retrieve";

@@ -8,7 +8,8 @@
 // down, no engine has an embedding model) the turn answers without context
 // and records why (RetrievalUnavailableError -> VECTOR_STORE_UNAVAILABLE on
 // the request).
-import type { InferenceEngineClient } from "../engines/clients";
+import { status } from "@grpc/grpc-js";
+import { EngineCallError, type InferenceEngineClient } from "../engines/clients";
 import type { EnginePool } from "../engines/pool";
 import { collectionName, UnknownCollectionError, type VectorStore } from "./vector/store";
 
@@ -63,6 +64,8 @@ export class VectorRetriever implements Retriever {
       embedded = { model: res.model, dimensions: res.dimensions, values };
     } catch (err) {
       lease.release(err);
+      // No embedding model on the engines: nothing can have been stored either, so there is nothing to find.
+      if (err instanceof EngineCallError && err.code === status.FAILED_PRECONDITION) return [];
       throw new RetrievalUnavailableError(`could not embed the message on ${lease.address}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
     }
     o.signal?.throwIfAborted();
@@ -88,6 +91,14 @@ export class VectorRetriever implements Retriever {
         text: p.payload.text!,
         score: p.score,
       }));
+  }
+}
+
+/** Retrieval when the vector store could not be opened: every turn that wants it is told why. */
+export class UnavailableRetriever implements Retriever {
+  constructor(private readonly why: string) {}
+  retrieve(): Promise<RetrievedSource[]> {
+    return Promise.reject(new RetrievalUnavailableError(this.why));
   }
 }
 
