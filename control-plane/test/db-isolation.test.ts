@@ -13,6 +13,7 @@ interface Owned {
   apiKeyId: string;
   deviceId: string;
   deviceTokenId: string;
+  documentId: string;
 }
 
 async function seed(repos: Repositories, username: string): Promise<Owned> {
@@ -23,6 +24,7 @@ async function seed(repos: Repositories, username: string): Promise<Owned> {
   const { key } = await repos.apiKeys.create(user.id, { name: "k", scopes: [] });
   const device = await repos.devices.create(user.id, { name: "kitchen" });
   const { token } = await repos.devices.issueToken(user.id, device.id);
+  const doc = await repos.documents.queue(user.id, { source: "notes.md", mediaType: "text/markdown", bytes: 10, jobId: "job-1" });
   return {
     userId: user.id,
     conversationId: conv.id,
@@ -32,6 +34,7 @@ async function seed(repos: Repositories, username: string): Promise<Owned> {
     apiKeyId: key.id,
     deviceId: device.id,
     deviceTokenId: token.id,
+    documentId: doc.id,
   };
 }
 
@@ -87,6 +90,15 @@ const CASES: Record<string, Record<string, [Outcome, (r: Repositories, intruder:
     listTokens: ["empty", (r, i, v) => r.devices.listTokens(i, v.deviceId)],
     revokeToken: ["not found", (r, i, v) => r.devices.revokeToken(i, v.deviceTokenId)],
   },
+  documents: {
+    queue: ["empty", async (r, i) => (await r.documents.list(i)).items.filter((d) => d.userId !== i)],
+    // The intruder's own row has the same source and job id: only the victim's must stay untouched.
+    ready: ["empty", async (r, i) => ((await r.documents.ready(i, "notes.md", "job-1", 3)) ? [] : ["intruder's own row not found"])],
+    failed: ["empty", async (r, i) => ((await r.documents.failed(i, "notes.md", "job-1", "x")) ? [] : ["intruder's own row not found"])],
+    get: ["not found", (r, i, v) => r.documents.get(i, v.documentId)],
+    list: ["empty", async (r, i) => (await r.documents.list(i)).items.filter((d) => d.userId !== i)],
+    delete: ["not found", (r, i, v) => r.documents.delete(i, v.documentId)],
+  },
 };
 /** Not scoped by a user, by design (see repositories/index.ts). */
 const UNSCOPED: Record<string, string[]> = { apiKeys: ["authenticate", "ownerOf"], devices: ["authenticate"] };
@@ -127,6 +139,8 @@ describeBackends("per-user isolation", (fx) => {
     assert.equal((await db.repos.apiKeys.list(victim.userId)).items[0]!.revokedAt, null);
     assert.equal((await db.repos.devices.get(victim.userId, victim.deviceId)).revokedAt, null);
     assert.equal((await db.repos.devices.listTokens(victim.userId, victim.deviceId))[0]!.revokedAt, null);
+    const doc = await db.repos.documents.get(victim.userId, victim.documentId);
+    assert.deepEqual([doc.status, doc.chunks, doc.error], ["QUEUED", null, null]);
   });
 
   it("the database itself refuses a row pointing at another user's parent", async () => {

@@ -11,6 +11,7 @@ import type { SqlRunner } from "../direct-sql";
 import { ApiKeyRepository } from "./api-keys";
 import { ConversationRepository } from "./conversations";
 import { DeviceRepository } from "./devices";
+import { DocumentRepository } from "./documents";
 import { MessageRepository } from "./messages";
 import { RequestRepository } from "./requests";
 import { SecretHasher } from "./secrets";
@@ -25,6 +26,7 @@ export interface Repositories {
   messages: MessageRepository;
   requests: RequestRepository;
   toolCalls: ToolCallRepository;
+  documents: DocumentRepository;
 }
 
 export interface RepositoryOptions {
@@ -42,6 +44,7 @@ export function createRepositories(prisma: PrismaClient, sql: SqlRunner, opts: R
     messages: new MessageRepository(prisma, sql),
     requests: new RequestRepository(prisma, sql),
     toolCalls: new ToolCallRepository(prisma),
+    documents: new DocumentRepository(prisma),
   };
 }
 

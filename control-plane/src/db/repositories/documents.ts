@@ -1,0 +1,63 @@
+// Documents a user gave Jota to remember: one row per (user, source), what
+// the user lists and deletes. The chunks themselves are in the vector store;
+// the ingest job (jobs/) moves a row from QUEUED to READY or FAILED, and only
+// for the job it names, so a job of an older upload of the same source,
+// ending late, cannot overwrite the newer upload's state.
+import type { Document, PrismaClient } from "@prisma/client";
+import { NotFoundError, checkId, scoped } from "./errors";
+import { keyset, type Page, type PageRequest } from "./pagination";
+
+export interface NewDocument {
+  source: string;
+  title?: string;
+  kind?: string;
+  mediaType: string;
+  bytes: number;
+  jobId: string;
+}
+
+export class DocumentRepository {
+  constructor(private readonly prisma: PrismaClient) {}
+
+  /** Records an upload (QUEUED): a new source, or a new version of one the user has, which starts over. */
+  queue(userId: string, d: NewDocument): Promise<Document> {
+    const fields = { title: d.title ?? null, kind: d.kind ?? "document", mediaType: d.mediaType, bytes: d.bytes, jobId: d.jobId };
+    return this.prisma.document.upsert({
+      where: { userId_source: { userId, source: d.source } },
+      create: { userId, source: d.source, ...fields },
+      update: { ...fields, status: "QUEUED", chunks: null, error: null, ingestedAt: null },
+    });
+  }
+
+  /** The job finished: READY with its chunk count. False when the row is gone or belongs to another job now. */
+  async ready(userId: string, source: string, jobId: string, chunks: number): Promise<boolean> {
+    const { count } = await this.prisma.document.updateMany({
+      where: { userId, source, jobId },
+      data: { status: "READY", chunks, error: null, ingestedAt: new Date() },
+    });
+    return count === 1;
+  }
+
+  /** The job failed for good: FAILED with its reason. False when the row is gone or belongs to another job now. */
+  async failed(userId: string, source: string, jobId: string, error: string): Promise<boolean> {
+    const { count } = await this.prisma.document.updateMany({ where: { userId, source, jobId }, data: { status: "FAILED", error } });
+    return count === 1;
+  }
+
+  async get(userId: string, id: string): Promise<Document> {
+    const d = await this.prisma.document.findFirst({ where: { id: checkId("document", id), userId } });
+    if (!d) throw new NotFoundError("document", id);
+    return d;
+  }
+
+  /** Newest first. */
+  async list(userId: string, req?: PageRequest): Promise<Page<Document>> {
+    const ks = keyset("createdAt", "desc", req);
+    return ks.page(await this.prisma.document.findMany({ where: { userId, ...ks.after }, orderBy: ks.orderBy, take: ks.take }));
+  }
+
+  /** Deletes the row and returns it (its source names the chunks to delete from the vector store). */
+  delete(userId: string, id: string): Promise<Document> {
+    return scoped("document", id, () => this.prisma.document.delete({ where: { id: checkId("document", id), userId } }));
+  }
+}
