@@ -22,6 +22,7 @@ APT_PACKAGES=(
   libgtest-dev                                            # C++ tests
   docker-compose                                          # validates docker-compose.yml (no engine runs here)
   postgresql                                              # tests run the database suites on a real PostgreSQL too
+  redis-server                                            # job queues (BullMQ); started privately per data dir unless REDIS_URL is set
 )
 step_start
 python_ok() { "$1" -c 'import numpy' >/dev/null 2>&1; }

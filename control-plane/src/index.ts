@@ -49,6 +49,7 @@ export {
   RedisError,
   IngestQueue,
   ingestJobId,
+  documentTracker,
   startIngestWorker,
   NoEmbeddingEngineError,
   type RedisHandle,
@@ -56,3 +57,4 @@ export {
   type IngestJobState,
   type IngestWorker,
 } from "./jobs";
+export { pickEmbeddingEngine, INGEST_QUEUE, type IngestOutcome, type IngestQueueOptions, type IngestWorkerOptions, type SubmitResult } from "./jobs";

@@ -93,9 +93,10 @@ const CASES: Record<string, Record<string, [Outcome, (r: Repositories, intruder:
   documents: {
     queue: ["empty", async (r, i) => (await r.documents.list(i)).items.filter((d) => d.userId !== i)],
     // The intruder's own row has the same source and job id: only the victim's must stay untouched.
-    ready: ["empty", async (r, i) => ((await r.documents.ready(i, "notes.md", "job-1", 3)) ? [] : ["intruder's own row not found"])],
+    ready: ["empty", async (r, i) => ((await r.documents.ready(i, "notes.md", "job-1", 3, "c")) ? [] : ["intruder's own row not found"])],
     failed: ["empty", async (r, i) => ((await r.documents.failed(i, "notes.md", "job-1", "x")) ? [] : ["intruder's own row not found"])],
     get: ["not found", (r, i, v) => r.documents.get(i, v.documentId)],
+    bySource: ["empty", async (r, i) => ((await r.documents.bySource(i, "notes.md"))?.userId === i ? [] : ["another user's row"])],
     list: ["empty", async (r, i) => (await r.documents.list(i)).items.filter((d) => d.userId !== i)],
     delete: ["not found", (r, i, v) => r.documents.delete(i, v.documentId)],
   },

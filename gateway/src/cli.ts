@@ -25,6 +25,7 @@ import {
   openDatabase,
   type Database,
 } from "@jota/control-plane";
+import { runWorker } from "@jota/control-plane/worker";
 import { z } from "zod";
 import { ALL_SCOPES, DEFAULT_SCOPES } from "./auth/principal";
 import { DeviceKind, Username } from "./api/admin";
@@ -42,6 +43,7 @@ const USAGE = `usage: npm run jota -- <command>
   devices create --user <username> <device-name> [--kind <kind>]
                   registers the device and prints its first token once (stdout)
   devices list --user <username>
+  worker          runs background jobs (document ingestion) until Ctrl-C; needs REDIS_URL
 
 Uses the database of JOTA_DATA_DIR (or DATABASE_URL) and the server secret
 (JOTA_SECRET or JOTA_DATA_DIR/secret), like \`npm start\`.
@@ -215,6 +217,8 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv, io: Out): P
     (argv.length === 0 ? io.err : io.out)(USAGE);
     return argv.length === 0 ? 2 : 0;
   }
+  // The worker is a long-running process of its own (control-plane/src/worker.ts), not a database operation.
+  if (argv.length === 1 && argv[0] === "worker") return runWorker(env, io.err);
   const name = argv.slice(0, 2).join(" ");
   const cmd = COMMANDS[name];
   if (!cmd) return fail(2, `unknown command '${name}'`, true);

@@ -47,6 +47,8 @@ export interface IngestDocument {
   title?: string;
   language?: string;
   tags?: string[];
+  /** The documents row this ingestion is for (uploads through the API); jobs/documents.ts keeps it in step. */
+  documentId?: string;
 }
 
 export interface IngestProgress {

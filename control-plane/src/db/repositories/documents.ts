@@ -26,14 +26,15 @@ export class DocumentRepository {
       where: { userId_source: { userId, source: d.source } },
       create: { userId, source: d.source, ...fields },
       update: { ...fields, status: "QUEUED", chunks: null, error: null, ingestedAt: null },
+      // `collection` stays: the old version's chunks are there until the new job replaces them.
     });
   }
 
   /** The job finished: READY with its chunk count. False when the row is gone or belongs to another job now. */
-  async ready(userId: string, source: string, jobId: string, chunks: number): Promise<boolean> {
+  async ready(userId: string, source: string, jobId: string, chunks: number, collection: string): Promise<boolean> {
     const { count } = await this.prisma.document.updateMany({
       where: { userId, source, jobId },
-      data: { status: "READY", chunks, error: null, ingestedAt: new Date() },
+      data: { status: "READY", chunks, collection, error: null, ingestedAt: new Date() },
     });
     return count === 1;
   }
@@ -48,6 +49,11 @@ export class DocumentRepository {
     const d = await this.prisma.document.findFirst({ where: { id: checkId("document", id), userId } });
     if (!d) throw new NotFoundError("document", id);
     return d;
+  }
+
+  /** The user's document of that source, if any. */
+  async bySource(userId: string, source: string): Promise<Document | undefined> {
+    return (await this.prisma.document.findUnique({ where: { userId_source: { userId, source } } })) ?? undefined;
   }
 
   /** Newest first. */

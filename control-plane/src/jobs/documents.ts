@@ -1,0 +1,31 @@
+// Keeps each document's row (db/repositories/documents.ts) in step with its
+// ingest job: READY with its chunk count and collection when the job
+// completes, FAILED with the reason when its last attempt fails. It is the
+// worker's onSettled hook (worker.ts), so the row is written inside the job's
+// attempt, before BullMQ records the outcome: a crash in between makes the
+// job run again, never a job done with its row left QUEUED. Wherever an
+// ingest worker runs (in `npm start`, or a worker process), this runs with it.
+//
+// A job that completes for a document the user deleted meanwhile finds no
+// row of its own: the chunks it just wrote are deleted again, so that a
+// deleted document never comes back through a late job. (When the row names
+// a newer upload of the source instead, that upload's job replaces the
+// chunks itself.)
+import type { DocumentRepository } from "../db/repositories/documents";
+import { UnknownDocumentError, type VectorStore } from "../memory/vector/store";
+import type { IngestOutcome } from "./worker";
+
+export function documentTracker(documents: DocumentRepository, store: VectorStore): (o: IngestOutcome) => Promise<void> {
+  return async (o) => {
+    if (!o.documentId) return; // not an upload (no row to keep): e.g. ingestion submitted by Jota itself
+    if (o.state === "failed") {
+      await documents.failed(o.userId, o.source, o.jobId, o.reason);
+      return;
+    }
+    if (await documents.ready(o.userId, o.source, o.jobId, o.result.chunks, o.result.collection)) return;
+    if (await documents.bySource(o.userId, o.source)) return; // a newer upload of the source: its own job replaces these chunks
+    await store.deleteBySource(o.userId, o.result.collection, o.source).catch((err: unknown) => {
+      if (!(err instanceof UnknownDocumentError)) throw err;
+    });
+  };
+}

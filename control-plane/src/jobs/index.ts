@@ -1,0 +1,15 @@
+// Background jobs on Redis (BullMQ): the connection or private server
+// (redis.ts), the ingest queue (queues.ts) and its worker (worker.ts).
+export { openRedis, redactRedisUrl, RedisError, type OpenRedisOptions, type PrivateRedis, type RedisHandle } from "./redis";
+export {
+  IngestQueue,
+  INGEST_QUEUE,
+  ingestJobId,
+  type IngestJob,
+  type IngestJobState,
+  type IngestJobStatus,
+  type IngestQueueOptions,
+  type SubmitResult,
+} from "./queues";
+export { startIngestWorker, pickEmbeddingEngine, NoEmbeddingEngineError, type IngestOutcome, type IngestWorker, type IngestWorkerOptions } from "./worker";
+export { documentTracker } from "./documents";

@@ -1,0 +1,186 @@
+// Runs ingest jobs (queues.ts): each job is one ingestDocument call on an
+// inference engine that has an embedding model, chosen from the pool, into
+// the vector store.
+//
+// - Progress: every phase change and every phase's last report
+//   (done == total) goes to job.updateProgress, in order; reports in between
+//   at most every progressIntervalMs (a large document makes thousands).
+// - Failures: bad input (IngestError, or a point the store refuses) fails the
+//   job at once (UnrecoverableError: retrying cannot help); anything else (no
+//   engine, an engine or database error) is retried with the queue's backoff,
+//   and after the last attempt the job is failed with that error's message.
+// - close(): running ingestions are aborted (their abort signal), put back
+//   in the queue without using up an attempt, and close() resolves once they
+//   have let go; the next worker starts them over. Ingestion writes nothing
+//   before its last step, so an aborted one leaves the store as it was.
+import { UnrecoverableError, WaitingError, Worker } from "bullmq";
+import type { Redis } from "ioredis";
+import type { InferenceEngineClient } from "../engines/clients";
+import { EngineUnavailableError, type EngineLease, type EnginePool } from "../engines/pool";
+import type { Logger } from "../log";
+import { IngestError, ingestDocument, type IngestOptions, type IngestProgress, type IngestResult } from "../memory/ingest";
+import { InvalidVectorInputError, type VectorStore } from "../memory/vector/store";
+import { INGEST_QUEUE, type IngestJob } from "./queues";
+
+export interface IngestWorkerOptions {
+  connection: Redis;
+  pool: EnginePool;
+  store: VectorStore;
+  logger: Logger;
+  /** Jobs run at once (JOTA_JOB_CONCURRENCY). Default 1. */
+  concurrency?: number;
+  /** Default "jota-ingest", as IngestQueue's. */
+  queueName?: string;
+  /** Chunking and batching, passed to ingestDocument. */
+  ingest?: Pick<IngestOptions, "chunkTokens" | "overlapTokens" | "embedBatch" | "tokenizeConcurrency">;
+  /** Least time between two progress updates of one phase. Default 250. */
+  progressIntervalMs?: number;
+  /**
+   * Called when a job's outcome is final, before BullMQ records it (e.g. to
+   * settle the user's document row): completed with its result, or failed
+   * for good (bad input, or its last attempt) with the reason the job will
+   * show. If it throws on "completed", the attempt fails and is retried; its
+   * errors on "failed" are logged.
+   */
+  onSettled?: (outcome: IngestOutcome) => Promise<void> | void;
+}
+
+export type IngestOutcome =
+  | { jobId: string; userId: string; source: string; documentId?: string; state: "completed"; result: IngestResult }
+  | { jobId: string; userId: string; source: string; documentId?: string; state: "failed"; reason: string };
+
+export interface IngestWorker {
+  readonly worker: Worker<IngestJob["data"], IngestResult, "ingest">;
+  /** Aborts running jobs (they go back to the queue), waits for them, closes the worker's connections. */
+  close(): Promise<void>;
+}
+
+/** No inference engine in the pool can embed. Retried like any engine trouble: one may come. */
+export class NoEmbeddingEngineError extends Error {
+  constructor(engines: string[]) {
+    super(
+      `no inference engine with an embedding model (${engines.join(", ")} ${engines.length === 1 ? "has" : "have"} none; ` +
+        `start one with JOTA_EMBED_MODEL / --embed-model)`,
+    );
+    this.name = "NoEmbeddingEngineError";
+  }
+}
+
+/** A healthy inference engine that reports an embedding model, leased. */
+export async function pickEmbeddingEngine(pool: EnginePool): Promise<EngineLease<InferenceEngineClient>> {
+  const without: string[] = [];
+  const exclude = new Set<string>();
+  for (;;) {
+    let lease: EngineLease<InferenceEngineClient>;
+    try {
+      lease = pool.pickInference({ exclude });
+    } catch (err) {
+      if (err instanceof EngineUnavailableError && without.length > 0) throw new NoEmbeddingEngineError(without);
+      throw err;
+    }
+    try {
+      if ((await lease.client.info()).embeddingModel) return lease;
+      without.push(lease.address);
+      lease.release();
+    } catch (err) {
+      lease.release(err);
+    }
+    exclude.add(lease.address);
+  }
+}
+
+const ids = (job: IngestJob) => ({
+  jobId: job.id!,
+  userId: job.data.userId,
+  source: job.data.source,
+  ...(job.data.documentId !== undefined ? { documentId: job.data.documentId } : {}),
+});
+
+export function startIngestWorker(opts: IngestWorkerOptions): IngestWorker {
+  const logger = opts.logger.child({ component: "ingest-worker" });
+  const interval = opts.progressIntervalMs ?? 250;
+  let closing = false;
+
+  // Three parameters: BullMQ passes an abort signal only to a processor that declares it.
+  const processor = async (job: IngestJob, token: string | undefined, signal: AbortSignal | undefined): Promise<IngestResult> => {
+    const log = logger.child({ job: job.id, user: job.data.userId, source: job.data.source, attempt: job.attemptsMade + 1 });
+    let pending: Promise<unknown> = Promise.resolve();
+    let lastPhase: IngestProgress["phase"] | undefined;
+    let lastAt = 0;
+    const onProgress = (p: IngestProgress) => {
+      const now = Date.now();
+      if (p.phase === lastPhase && p.done < p.total && now - lastAt < interval) return;
+      lastPhase = p.phase;
+      lastAt = now;
+      const report = { ...p };
+      pending = pending.then(() => job.updateProgress(report)).catch((err: Error) => log.warn("cannot record progress", { error: err.message }));
+    };
+
+    let lease: EngineLease<InferenceEngineClient> | undefined;
+    let failure: unknown;
+    try {
+      lease = await pickEmbeddingEngine(opts.pool);
+      log.debug("ingesting", { engine: lease.address });
+      const result = await ingestDocument(job.data, { ...opts.ingest, engine: lease.client, store: opts.store, onProgress, signal });
+      await opts.onSettled?.({ ...ids(job), state: "completed", result });
+      return result;
+    } catch (err) {
+      failure = err;
+      await pending;
+      if (closing && signal?.aborted) {
+        // Back to the queue, this attempt not counted: the next worker starts it over.
+        await job.moveToWait(token).catch((e: Error) => log.warn("cannot put the aborted job back; it will be found stalled", { error: e.message }));
+        log.info("ingestion aborted by shutdown; job queued again");
+        throw new WaitingError();
+      }
+      const unrecoverable = err instanceof IngestError || err instanceof InvalidVectorInputError;
+      const reason = err instanceof Error ? err.message : String(err);
+      if (opts.onSettled && (unrecoverable || job.attemptsMade + 1 >= (job.opts.attempts ?? 1)))
+        await Promise.resolve()
+          .then(() => opts.onSettled!({ ...ids(job), state: "failed", reason }))
+          .catch((e: Error) => log.error("onSettled failed for a failed job", { error: e.message }));
+      throw unrecoverable ? new UnrecoverableError(reason) : err;
+    } finally {
+      await pending;
+      lease?.release(failure);
+    }
+  };
+
+  const worker = new Worker<IngestJob["data"], IngestResult, "ingest">(opts.queueName ?? INGEST_QUEUE, processor, {
+    connection: opts.connection,
+    concurrency: opts.concurrency ?? 1,
+  });
+  // While Redis is away every reconnection attempt is an error: say each different one once a minute.
+  const said = new Map<string, number>();
+  worker.on("error", (err) => {
+    const now = Date.now();
+    const quiet = now - (said.get(err.message) ?? -Infinity) < 60_000;
+    if (!quiet) said.set(err.message, now);
+    (quiet ? logger.debug : logger.warn)("queue error", { error: err.message });
+  });
+  worker.on("completed", (job, res) =>
+    logger.info("ingest job done", { job: job.id, user: job.data.userId, source: job.data.source, chunks: res.chunks, replaced: res.replaced }),
+  );
+  worker.on("failed", (job, err) => {
+    if (!job) return;
+    const final = err instanceof UnrecoverableError || job.attemptsMade >= (job.opts.attempts ?? 1);
+    (final ? logger.error : logger.warn)(final ? "ingest job failed" : "ingest attempt failed; retrying", {
+      job: job.id,
+      user: job.data.userId,
+      source: job.data.source,
+      attemptsMade: job.attemptsMade,
+      error: err.message,
+    });
+  });
+
+  let closed: Promise<void> | undefined;
+  return {
+    worker,
+    close: () =>
+      (closed ??= (async () => {
+        closing = true;
+        worker.cancelAllJobs("worker closing");
+        await worker.close();
+      })()),
+  };
+}
