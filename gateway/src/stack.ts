@@ -11,15 +11,21 @@ import {
   databaseOptions,
   localEngines,
   openDatabase,
+  documentTracker,
+  IngestQueue,
+  openRedis,
   openVectorStore,
   routerFromConfig,
+  startIngestWorker,
   UnavailableRetriever,
   VectorRetriever,
   type Config,
   type Database,
   type EngineProcess,
   type IntentRouter,
+  type IngestWorker,
   type Logger,
+  type RedisHandle,
   type VectorStore,
 } from "@jota/control-plane";
 
@@ -32,6 +38,8 @@ export interface Stack {
   runner: TurnRunner;
   /** Semantic memory (pgvector in the database, or Qdrant); undefined when it could not be opened. */
   store: VectorStore | undefined;
+  /** The job queues on Redis, with this process's ingest worker; undefined when Redis could not be used. */
+  jobs: Jobs | undefined;
   /** The server secret (JOTA_SECRET, or the one generated into the data folder). */
   secret: string;
   /** Engine processes this stack started (empty when it uses JOTA_*_URLS). */
@@ -80,11 +88,48 @@ export async function openStack(config: Config, log: Logger, opts: StackOptions 
           };
     const runner = new TurnRunner({ repos: db.repos, pool, router, logger: log, retrieval });
     cleanups.push(() => runner.close());
-    return { config, log, db, pool, router, runner, store, secret, processes, close };
+    const jobs = store ? await openJobs(config, db, pool, store, log, cleanups) : undefined;
+    return { config, log, db, pool, router, runner, store, jobs, secret, processes, close };
   } catch (err) {
     await close();
     throw err;
   }
+}
+
+export interface Jobs {
+  redis: RedisHandle;
+  queue: IngestQueue;
+  worker: IngestWorker;
+}
+
+/**
+ * Redis (REDIS_URL, or a private redis-server in the data folder), the ingest
+ * queue, and an ingest worker in this process: the single-machine mode runs
+ * its jobs itself (more workers: `npm run jota -- worker`). Redis that cannot
+ * be used does not stop Jota: uploads answer 503 jobs_unavailable.
+ */
+async function openJobs(config: Config, db: Database, pool: EnginePool, store: VectorStore, log: Logger, cleanups: (() => Promise<void> | void)[]): Promise<Jobs | undefined> {
+  let redis: RedisHandle;
+  try {
+    redis = await openRedis({ url: config.jobs.redisUrl, dataDir: config.dataDir, logger: log });
+  } catch (err) {
+    log.error("the job queue is unavailable: documents cannot be ingested", { error: (err as Error)?.message ?? String(err) });
+    return undefined;
+  }
+  cleanups.push(() => redis.close());
+  const queue = new IngestQueue({ connection: redis.connection });
+  cleanups.push(() => queue.close());
+  const worker = startIngestWorker({
+    connection: redis.connection,
+    pool,
+    store,
+    logger: log,
+    concurrency: config.jobs.concurrency,
+    onSettled: documentTracker(db.repos.documents, store),
+  });
+  cleanups.push(() => worker.close());
+  log.info("job queue ready", { redis: redis.location });
+  return { redis, queue, worker };
 }
 
 /**

@@ -43,7 +43,7 @@ describe("health endpoints", function () {
   });
 
   function checkComponents(list: Component[], expect: Record<string, "ok" | "down">) {
-    assert.deepEqual(list.map((c) => c.kind).sort(), ["database", "inference", "transcription"]);
+    assert.deepEqual(list.map((c) => c.kind).sort(), ["database", "inference", "redis", "transcription"]);
     for (const c of list) {
       assert.equal(typeof c.name, "string");
       assert.equal(typeof c.detail, "string");
@@ -53,6 +53,7 @@ describe("health endpoints", function () {
     assert.equal(list.find((c) => c.kind === "inference")!.name, `inference@${inference}`);
     assert.equal(list.find((c) => c.kind === "transcription")!.name, `transcription@${transcription}`);
     assert.match(list.find((c) => c.kind === "database")!.name, /^database \(pglite\)$/);
+    assert.match(list.find((c) => c.kind === "redis")!.name, /^redis \(.+\)$/);
   }
 
   it("/health/live and /health/ready answer 200 {status: ok} without a credential", async () => {
@@ -73,11 +74,11 @@ describe("health endpoints", function () {
     assert.ok(!user.text.includes(inference), "no component detail for a non-admin");
   });
 
-  it("/health lists the database and every engine, each ok with its latency", async () => {
+  it("/health lists the database, every engine and Redis, each ok with its latency", async () => {
     const r = await api(t, t.admin.key, "GET", "/health");
     assert.equal(r.status, 200, r.text);
     assert.equal(r.json.status, "ok");
-    checkComponents(r.json.components, { database: "ok", inference: "ok", transcription: "ok" });
+    checkComponents(r.json.components, { database: "ok", inference: "ok", transcription: "ok", redis: "ok" });
     assert.match(r.json.components.find((c: Component) => c.kind === "inference").detail, /^SERVING; slots \d+\/1 busy, queue \d+$/);
   });
 
@@ -93,7 +94,7 @@ describe("health endpoints", function () {
     const full = await api(t, t.admin.key, "GET", "/health");
     assert.equal(full.status, 503, full.text);
     assert.equal(full.json.status, "unavailable");
-    checkComponents(full.json.components, { database: "ok", inference: "down", transcription: "ok" });
+    checkComponents(full.json.components, { database: "ok", inference: "down", transcription: "ok", redis: "ok" });
 
     const live = await api(t, undefined, "GET", "/health/live");
     assert.equal(live.status, 200);

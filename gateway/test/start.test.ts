@@ -117,6 +117,7 @@ describe("npm start process", function () {
     assert.deepEqual(body.components.map((c) => [c.kind, c.status]).sort(), [
       ["database", "ok"],
       ["inference", "ok"],
+      ["redis", "ok"],
       ["transcription", "ok"],
     ]);
     const unknown = await fetch(`${url}/nope`);

@@ -14,6 +14,7 @@ import { z } from "zod";
 import { chatRoutes } from "./chat";
 import { conversationRoutes } from "./conversations";
 import { requestRoutes } from "./requests";
+import { documentRoutes } from "./documents";
 import { adminRoutes } from "./admin";
 import { keyRoutes } from "./keys";
 import { meRoutes } from "./me";
@@ -67,6 +68,7 @@ export function routeGroups(): RouteGroup[] {
         ...Object.values(chatRoutes),
         ...Object.values(conversationRoutes),
         ...Object.values(requestRoutes),
+        ...Object.values(documentRoutes),
         ...Object.values(meRoutes),
         ...Object.values(keyRoutes),
         ...Object.values(adminRoutes),

@@ -8,6 +8,7 @@ import { principal } from "../auth/middleware";
 import { jsonBody } from "../http/body";
 import { chatRouter } from "./chat";
 import { conversationsRouter } from "./conversations";
+import { documentsRouter } from "./documents";
 import { openapiRouter } from "./openapi";
 import { requestsRouter } from "./requests";
 import { adminRouter } from "./admin";
@@ -33,6 +34,7 @@ export function apiRouter(ctx: GatewayContext): Router {
   authed.use(chatRouter(ctx));
   authed.use(conversationsRouter(ctx));
   authed.use(requestsRouter(ctx));
+  authed.use(documentsRouter(ctx));
   authed.use(meRouter(ctx), keysRouter(ctx), adminRouter(ctx));
   r.use(authed);
   return r;

@@ -28,6 +28,7 @@ export type ErrorCode =
   | "rate_limited"
   | "too_many_streams"
   | "engine_unavailable"
+  | "jobs_unavailable"
   | "identity_provider_unavailable"
   | "engine_error"
   | "timeout"
