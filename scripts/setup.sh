@@ -56,7 +56,10 @@ NPM_STAMP="node_modules/.jota-npm-stamp"
 want="$(sha256sum package-lock.json | cut -d' ' -f1)"
 if [ ! -f "$NPM_STAMP" ] || [ "$(cat "$NPM_STAMP")" != "$want" ]; then
   log "npm ci"
-  npm ci --no-audit --no-fund --loglevel=error || die "npm ci failed (is the npm registry reachable?)"
+  # @prisma/client's postinstall runs `prisma -v`, which loads prisma.config.ts and opens the embedded
+  # database of ./data, and then never exits (the CLI leaves the database open): skip it. The client is
+  # generated below (gen-prisma.sh) either way.
+  PRISMA_SKIP_POSTINSTALL_GENERATE=1 npm ci --no-audit --no-fund --loglevel=error || die "npm ci failed (is the npm registry reachable?)"
   echo "$want" > "$NPM_STAMP"
 fi
 step_end "npm packages"

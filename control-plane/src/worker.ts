@@ -10,10 +10,10 @@
 // Engines: JOTA_INFERENCE_URLS when set; otherwise the worker starts its own
 // inference engine with only the embedding model (JOTA_EMBED_MODEL), on a
 // free port, since the gateway's local engine is its own.
-// Store: Qdrant (QDRANT_URL) or pgvector in Jota's database, as the gateway's.
-// With pgvector on the embedded database (no DATABASE_URL) the worker can only
-// run while no server holds that data folder: the embedded database allows
-// one process at a time.
+// Store: Qdrant (QDRANT_URL) or pgvector in Jota's database, as the gateway's;
+// the documents' rows are in Jota's database too. Without DATABASE_URL that is
+// the embedded database, so the worker can only run while no server holds
+// that data folder (one process at a time): beside a server, use PostgreSQL.
 import fs from "node:fs";
 import path from "node:path";
 import { pathToFileURL } from "node:url";

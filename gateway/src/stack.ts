@@ -55,9 +55,18 @@ export interface StackOptions {
 export async function openStack(config: Config, log: Logger, opts: StackOptions = {}): Promise<Stack> {
   fs.mkdirSync(config.dataDir, { recursive: true });
   const cleanups: (() => Promise<void> | void)[] = [];
-  const close = async () => {
-    for (const c of cleanups.reverse()) await c();
-  };
+  // Every step is tried, the last opened first; one that fails is logged and the rest still close.
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      for (const c of [...cleanups].reverse()) {
+        try {
+          await c();
+        } catch (err) {
+          log.error("a component failed to close", { error: (err as Error)?.message ?? String(err) });
+        }
+      }
+    })());
   try {
     const secret = serverSecret(config);
     const db = await openDatabase({ ...databaseOptions(config, log), secret });

@@ -46,7 +46,7 @@ import type { Repositories, TurnOutcome } from "../db/repositories";
 import type { BeginTurnInput, MessageTokens } from "../db/repositories/requests";
 import { EngineCallError, type InferenceEngineClient } from "../engines/clients";
 import { EngineUnavailableError, type EngineLease, type EnginePool } from "../engines/pool";
-import { FinishReason, type GenerateDone, GenerateRequest, type GenerateStarted, type SamplingParams } from "../gen/jota/v1/inference";
+import { FinishReason, type GenerateDone, type GenerateEvent, GenerateRequest, type GenerateStarted, type SamplingParams } from "../gen/jota/v1/inference";
 import type { Logger } from "../log";
 import { contextEntry, fitSources, RetrievalUnavailableError, type RetrievedSource, type Retriever } from "../memory/retrieve";
 import { decisionRecord, type IntentRouter, type RouteDecision } from "../router/router";
@@ -203,11 +203,13 @@ const FINISH: Record<FinishReason, string> = {
 };
 
 /**
- * Runs one chat turn. Throws (before anything is stored) only when the
- * conversation is not the user's (NotFoundError), or is busy and `ifBusy` is
- * "fail" (ConversationBusyError), or the signal aborted the wait for it;
- * after that every outcome is recorded on the request and reported as the
- * last event (done or error).
+ * Runs one chat turn. Throws, with nothing stored, when the conversation is
+ * not the user's (NotFoundError), or is busy and `ifBusy` is "fail"
+ * (ConversationBusyError), or the signal aborted the wait for it, or the
+ * turn's first write fails (the database is down, or the conversation was
+ * deleted meanwhile; the engine call, if sent, is cancelled). Otherwise every
+ * outcome is recorded on the request and reported as the last event (done or
+ * error), after `accepted`.
  */
 export async function* turn(deps: TurnDeps, input: TurnInput, opts: TurnOptions = {}): AsyncGenerator<TurnEvent, void, undefined> {
   const historyLimit = opts.historyLimit ?? 200;
@@ -254,6 +256,8 @@ async function* lockedTurn(
     begun: undefined as Promise<unknown> | undefined,
     beginFailed: undefined as { err: unknown } | undefined,
     accepted: false,
+    /** The outcome was written (finish() ran). */
+    recorded: false,
     decision: undefined as RouteDecision | undefined,
     /** PENDING -> STREAMING, when the turn was stored before its engine call (routing by model). */
     streaming: undefined as Promise<unknown> | undefined,
@@ -333,6 +337,8 @@ async function* lockedTurn(
       let candidates: RetrievedSource[] = [];
       const retrieval = deps.retrieval;
       if (retrieval && (retrieval.mode === "always" || decision.route === "needs_context")) {
+        // Retrieval calls the engine and the store: the turn is stored (and its id known) first.
+        yield* accept();
         try {
           candidates = await retrieval.retriever.retrieve(userId, input.content, { signal: ac.signal, requestId });
         } catch (err) {
@@ -353,6 +359,7 @@ async function* lockedTurn(
         const address = lease.address;
         const moved = address !== conversation.engineAffinity ? address : undefined;
         s.engine = address;
+        let events: AsyncGenerator<GenerateEvent> | undefined;
         try {
           if (moved && s.begun) {
             await s.begun; // after the first write, which may carry the previous engine as the affinity
@@ -360,7 +367,16 @@ async function* lockedTurn(
           }
           conversation.engineAffinity = address;
           s.sources = candidates.length > 0 ? await fitSources(lease.client, candidates, retrievalBudget(lease.contextSize)) : [];
-          const prompt = await promptFor(lease, history, opts);
+          let prompt: BuiltPrompt;
+          try {
+            prompt = await promptFor(lease, history, opts);
+          } catch (err) {
+            if (!(err instanceof PromptTooLongError) || s.sources.length === 0) throw err;
+            // The context took the room the conversation needs: the turn goes on without it.
+            log.warn("retrieved context left out: the prompt did not fit with it", { sources: s.sources.length });
+            s.sources = [];
+            prompt = await promptFor(lease, history, opts);
+          }
           checkAborted(ac.signal);
           const req = GenerateRequest.fromPartial({
             input: { $case: "messages", value: { items: prompt.messages } },
@@ -373,12 +389,16 @@ async function* lockedTurn(
           });
           // The engine call goes out first (next() starts it); the turn's first write runs while the
           // engine prefills, and every event waits for it to commit: nothing is streamed before it is stored.
-          const events = lease.client.generate(req, { signal: ac.signal, deadlineMs: opts.deadlineMs });
+          events = lease.client.generate(req, { signal: ac.signal, deadlineMs: opts.deadlineMs });
           let next = events.next();
           next.catch(() => {}); // awaited below
           await new Promise<void>((r) => setImmediate(r)); // let grpc-js put the call on the wire before PGlite holds the thread
-          if (!s.begun) s.streaming = begin({ status: "STREAMING", engine: address, startedAt: new Date(), affinity: moved });
-          else if (!s.streaming) s.streaming = startStreaming(repos, userId, requestId, { engine: address, startedAt: new Date() });
+          if (!s.begun) {
+            s.streaming = begin({ status: "STREAMING", engine: address, startedAt: new Date(), affinity: moved });
+            // `accepted` as soon as the turn is stored, while the engine prefills (or queues: all its
+            // slots may be busy for a long time, and the caller needs the request id meanwhile).
+            yield* accept();
+          } else if (!s.streaming) s.streaming = startStreaming(repos, userId, requestId, { engine: address, startedAt: new Date() });
           else s.streaming = s.streaming.then(() => repos.requests.record(userId, requestId, { engine: address })); // another engine took over
           s.streaming.catch(() => {});
           s.counts = { client: lease.client, prompt };
@@ -419,6 +439,9 @@ async function* lockedTurn(
           lease = undefined;
           break;
         } catch (err) {
+          // A failure of ours (a write) while the call runs: stop the engine's generation (the generator's
+          // return() cancels the call unless it already ended).
+          void events?.return(undefined).catch(() => {});
           const held = lease;
           lease = undefined;
           held?.release(err); // an engine that went away is marked down now
@@ -486,13 +509,14 @@ async function* lockedTurn(
       };
   } finally {
     opts.signal?.removeEventListener("abort", onAbort);
-    if (!outcome && !s.beginFailed) {
-      // The consumer stopped iterating (return() at a yield): the engine call is already cancelled by then.
+    if (!s.recorded && !s.beginFailed) {
+      // The consumer stopped iterating (return() at a yield, `accepted` included): record what was
+      // decided by then, or ABORTED; the engine call is cancelled.
       ac.abort();
       lease?.release(new EngineCallError(lease.address, "Generate", 1, "cancelled", "the caller stopped reading"));
-      outcome = aborted("the caller stopped reading the turn");
+      const o = outcome ?? aborted("the caller stopped reading the turn");
       await begin().then(
-        () => finish(outcome!),
+        () => finish(o),
         () => {},
       );
     }
@@ -522,7 +546,8 @@ async function* lockedTurn(
     const { client, prompt } = s.counts;
     if (prompt.toCount.length === 0) return prompt.counted;
     try {
-      return [...prompt.counted, ...(await countMessages(client, prompt.toCount))];
+      // The newest first (the turn's own message); older ones wait for later turns: each is one engine call.
+      return [...prompt.counted, ...(await countMessages(client, prompt.toCount.slice(-COUNT_AFTER_TURN)))];
     } catch (err) {
       log.debug("could not count the prompt's messages", { error: (err as Error)?.message ?? String(err) });
       return prompt.counted;
@@ -530,9 +555,11 @@ async function* lockedTurn(
   }
 
   async function finish(o: TurnOutcome) {
+    s.recorded = true;
     try {
       await s.streaming?.catch(() => {}); // never race the STREAMING write
-      const counted = await measured();
+      // Counts only after a completed turn (a failed engine would only time out), and a few at a time.
+      const counted = o.status === "COMPLETED" ? await measured() : s.counts?.prompt.counted ?? [];
       return await repos.requests.endTurn(userId, requestId, o, counted);
     } catch (err) {
       log.error("could not record the turn's outcome", { status: o.status, error: (err as Error)?.message ?? String(err) });
@@ -573,3 +600,6 @@ function classify(err: unknown, engine: string | undefined, tokens: number, midS
 function retrievalBudget(contextSize: number): number {
   return Math.min(1024, Math.floor(contextSize / 4));
 }
+
+/** Most uncounted messages a turn counts after its reply (one CountTokens call each, at once). */
+const COUNT_AFTER_TURN = 8;

@@ -15,7 +15,7 @@
 import { Router } from "express";
 import type { Document } from "@prisma/client";
 import { z } from "zod";
-import { ingestJobId, type IngestDocument, type IngestJobStatus } from "@jota/control-plane";
+import { ingestJobId, UnknownCollectionError, UnknownDocumentError, type IngestDocument, type IngestJobStatus } from "@jota/control-plane";
 import type { GatewayContext } from "../context";
 import { principal } from "../auth/middleware";
 import { ApiError } from "../http/errors";
@@ -150,10 +150,12 @@ export const documentRoutes = {
     path: "/documents/:id",
     operationId: "deleteDocument",
     summary: "Forget a document: its row, its chunks, its waiting job",
+    description: "503 jobs_unavailable when the vector store cannot delete the chunks now: then nothing is deleted.",
     tags: ["memory"],
     auth: "memory",
     params: idDoc,
     responses: { 204: { description: "Forgotten." } },
+    errors: [503],
   },
   job: {
     method: "get",
@@ -181,6 +183,12 @@ export function documentsRouter(ctx: GatewayContext): Router {
     const p = principal(res);
     const b = body(req, UploadBody);
     const jobs = jobsOf(ctx);
+    // Redis must answer before the row is touched: a re-upload would otherwise reset a READY document for nothing.
+    try {
+      await jobs.redis.connection.ping();
+    } catch (err) {
+      throw new ApiError(503, "jobs_unavailable", `the job queue (Redis) does not answer: ${(err as Error).message}`, {}, { "Retry-After": "30" });
+    }
     const doc: IngestDocument = { userId: p.userId, source: b.source, text: b.text, title: b.title, kind: b.kind, language: b.language, tags: b.tags };
     // The row first, naming the job: whatever the job does, it finds its row (jobs/documents.ts).
     const row = await ctx.repos.documents.queue(p.userId, {
@@ -227,10 +235,22 @@ export function documentsRouter(ctx: GatewayContext): Router {
 
   mount(r, documentRoutes.delete, async (req, res) => {
     const p = principal(res);
-    const d = await ctx.repos.documents.delete(p.userId, idParam(req, "id", "document"));
+    const d = await ctx.repos.documents.get(p.userId, idParam(req, "id", "document"));
+    // The chunks first: a 204 must mean the document can no longer be retrieved. When they cannot be
+    // deleted now, nothing is, and the caller can try again.
+    if (d.collection) {
+      const store = ctx.stack.store;
+      if (!store) throw new ApiError(503, "jobs_unavailable", "the vector store is not available: the document's chunks cannot be deleted now", {}, { "Retry-After": "30" });
+      try {
+        await store.deleteBySource(p.userId, d.collection, d.source);
+      } catch (err) {
+        if (!(err instanceof UnknownDocumentError) && !(err instanceof UnknownCollectionError))
+          throw new ApiError(503, "jobs_unavailable", `the vector store could not delete the document's chunks: ${(err as Error).message}`, {}, { "Retry-After": "30" });
+      }
+    }
+    await ctx.repos.documents.delete(p.userId, d.id);
     // A job still waiting goes; one running finds no row when it ends and deletes what it wrote (jobs/documents.ts).
     if (d.jobId && ctx.stack.jobs) await ctx.stack.jobs.queue.queue.remove(d.jobId).catch(() => 0);
-    if (d.collection && ctx.stack.store) await ctx.stack.store.deleteBySource(p.userId, d.collection, d.source).catch(() => 0);
     res.status(204).end();
   });
 
