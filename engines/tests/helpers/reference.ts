@@ -61,12 +61,23 @@ export class LlamaServer {
 /** llama-embedding's vectors for `inputs` (one call, JSON output). */
 export function llamaEmbedding(model: string, inputs: string[], normalize: boolean): number[][] {
   const sep = "<#jota#>";
-  const r = spawnSync(
-    requireFile(buildBin("llama-embedding")),
-    ["-m", model, "-t", "2", "--embd-separator", sep, "-p", inputs.join(sep), "--embd-normalize", normalize ? "2" : "-1", "--embd-output-format", "json"],
-    { encoding: "utf8", maxBuffer: 64 << 20 },
-  );
-  if (r.status !== 0) throw new Error(`llama-embedding failed: ${r.stderr.slice(-2000)}`);
-  const parsed = JSON.parse(r.stdout) as { data: { index: number; embedding: number[] }[] };
-  return parsed.data.sort((a, b) => a.index - b.index).map((d) => d.embedding);
+  // llama-embedding prints its JSON through llama.cpp's asynchronous logger, and
+  // once (in about 30 full runs) a number came out empty ("0.36,,0.81"): the
+  // tool's output, not its values, is then unusable, and the tool runs again.
+  for (let attempt = 1; ; attempt++) {
+    const r = spawnSync(
+      requireFile(buildBin("llama-embedding")),
+      ["-m", model, "-t", "2", "--embd-separator", sep, "-p", inputs.join(sep), "--embd-normalize", normalize ? "2" : "-1", "--embd-output-format", "json"],
+      { encoding: "utf8", maxBuffer: 64 << 20 },
+    );
+    if (r.status !== 0) throw new Error(`llama-embedding failed: ${r.stderr.slice(-2000)}`);
+    let parsed: { data: { index: number; embedding: number[] }[] };
+    try {
+      parsed = JSON.parse(r.stdout);
+    } catch (err) {
+      if (attempt < 3) continue;
+      throw new Error(`llama-embedding printed malformed JSON ${attempt} times: ${(err as Error).message}`);
+    }
+    return parsed.data.sort((a, b) => a.index - b.index).map((d) => d.embedding);
+  }
 }
