@@ -15,6 +15,7 @@ import { repoRoot } from "../src/config/paths";
 import { silentLogger } from "../src/log";
 import { processGone } from "./helpers/engines";
 import { freshDataDir, startRedis } from "./helpers/jobs";
+import { freePort } from "../src/free-port";
 
 const childScript = path.join(path.dirname(fileURLToPath(import.meta.url)), "helpers", "redis-child.ts");
 
@@ -27,16 +28,6 @@ async function waitGone(pid: number, ms: number): Promise<boolean> {
   return true;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** One inline command on a bare socket (no client, no password); its first reply line. */
 function rawCommand(port: number, command: string): Promise<string> {

@@ -4,7 +4,6 @@
 // into the data folder's database, and stops cleanly on SIGTERM.
 import assert from "node:assert/strict";
 import { spawn, type ChildProcess } from "node:child_process";
-import net from "node:net";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { Redis } from "ioredis";
@@ -13,17 +12,8 @@ import { IngestQueue } from "../src/jobs/queues";
 import { PgVectorStore } from "../src/memory/vector";
 import { processGone } from "./helpers/engines";
 import { freshDataDir, smallMarkdown, waitForJob } from "./helpers/jobs";
+import { freePort } from "../src/free-port";
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Runs a TypeScript program of the repository; collects its stderr lines. */
 function run(script: string, args: string[], env: NodeJS.ProcessEnv) {

@@ -26,12 +26,12 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { Redis, type RedisOptions } from "ioredis";
 import { acquireDataDirLock, DataDirLockedError, type DataDirLock } from "../db/lock";
 import { silentLogger, type Logger } from "../log";
+import { freePort } from "../free-port";
 
 export interface OpenRedisOptions {
   /** REDIS_URL; empty or absent starts a private redis-server in dataDir/redis. */
@@ -169,16 +169,6 @@ async function connectUrl(url: string, logger: Logger, timeoutMs: number): Promi
   };
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** An executable on the PATH (or the path given), or undefined. */
 function findExecutable(name: string): string | undefined {

@@ -5,10 +5,10 @@
 // package creates.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import pg from "pg";
+import { freePort } from "../../src/free-port";
 
 export interface PgCluster {
   port: number;
@@ -27,16 +27,6 @@ function binDir(): string {
   return path.join(root, versions[0]!, "bin");
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** uid/gid to run the server as: ourselves, or `postgres` when we are root. */
 function runAs(): { uid: number; gid: number } | undefined {
