@@ -69,6 +69,13 @@ describe("ingest: bad input gets a precise error and loses nothing", function ()
     });
   }
 
+  it("an ingestion no longer wanted (a newer upload, or the document deleted) writes nothing", async () => {
+    let asked = 0;
+    const stillWanted = async () => (asked++, false);
+    await refused(ingestDocument({ userId: "alice", source: "doc", text: "A newer version.\n\nWith other words." }, { ...opts, stillWanted }), /replaced by a newer one or deleted/);
+    assert.equal(asked, 1, "asked once, just before writing");
+  });
+
   it("a document with no text", async () => {
     await refused(ingestDocument({ userId: "alice", source: "doc", text: "  \n\n " }, opts), /ingest of "doc": the document has no text/);
     await refused(ingestDocument({ userId: "alice", source: "doc", text: 42 as never }, opts), /document.text must be a string/);

@@ -29,3 +29,12 @@ export function documentTracker(documents: DocumentRepository, store: VectorStor
     });
   };
 }
+
+/**
+ * For the worker's stillWanted: an upload's job is wanted while its source's
+ * row still names it (a newer upload names its own job). Ingestion not from
+ * an upload is always wanted.
+ */
+export function documentStillWanted(documents: DocumentRepository): (job: { jobId: string; userId: string; source: string; documentId?: string }) => Promise<boolean> {
+  return async (j) => !j.documentId || (await documents.bySource(j.userId, j.source))?.jobId === j.jobId;
+}

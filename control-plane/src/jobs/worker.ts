@@ -16,7 +16,8 @@
 import { UnrecoverableError, WaitingError, Worker } from "bullmq";
 import type { Redis } from "ioredis";
 import type { InferenceEngineClient } from "../engines/clients";
-import { EngineUnavailableError, type EngineLease, type EnginePool } from "../engines/pool";
+import type { EngineLease, EnginePool } from "../engines/pool";
+import { pickEmbeddingEngine } from "../memory/embedder";
 import type { Logger } from "../log";
 import { IngestError, ingestDocument, type IngestOptions, type IngestProgress, type IngestResult } from "../memory/ingest";
 import { InvalidVectorInputError, type VectorStore } from "../memory/vector/store";
@@ -43,6 +44,12 @@ export interface IngestWorkerOptions {
    * errors on "failed" are logged.
    */
   onSettled?: (outcome: IngestOutcome) => Promise<void> | void;
+  /**
+   * Asked before a job replaces the source's stored chunks: false when a
+   * newer upload of the source took its place (documents.ts's
+   * documentStillWanted); the job then fails without writing anything.
+   */
+  stillWanted?: (job: { jobId: string; userId: string; source: string; documentId?: string }) => Promise<boolean>;
 }
 
 export type IngestOutcome =
@@ -53,40 +60,6 @@ export interface IngestWorker {
   readonly worker: Worker<IngestJob["data"], IngestResult, "ingest">;
   /** Aborts running jobs (they go back to the queue), waits for them, closes the worker's connections. */
   close(): Promise<void>;
-}
-
-/** No inference engine in the pool can embed. Retried like any engine trouble: one may come. */
-export class NoEmbeddingEngineError extends Error {
-  constructor(engines: string[]) {
-    super(
-      `no inference engine with an embedding model (${engines.join(", ")} ${engines.length === 1 ? "has" : "have"} none; ` +
-        `start one with JOTA_EMBED_MODEL / --embed-model)`,
-    );
-    this.name = "NoEmbeddingEngineError";
-  }
-}
-
-/** A healthy inference engine that reports an embedding model, leased. */
-export async function pickEmbeddingEngine(pool: EnginePool): Promise<EngineLease<InferenceEngineClient>> {
-  const without: string[] = [];
-  const exclude = new Set<string>();
-  for (;;) {
-    let lease: EngineLease<InferenceEngineClient>;
-    try {
-      lease = pool.pickInference({ exclude });
-    } catch (err) {
-      if (err instanceof EngineUnavailableError && without.length > 0) throw new NoEmbeddingEngineError(without);
-      throw err;
-    }
-    try {
-      if ((await lease.client.info()).embeddingModel) return lease;
-      without.push(lease.address);
-      lease.release();
-    } catch (err) {
-      lease.release(err);
-    }
-    exclude.add(lease.address);
-  }
 }
 
 const ids = (job: IngestJob) => ({
@@ -121,7 +94,14 @@ export function startIngestWorker(opts: IngestWorkerOptions): IngestWorker {
     try {
       lease = await pickEmbeddingEngine(opts.pool);
       log.debug("ingesting", { engine: lease.address });
-      const result = await ingestDocument(job.data, { ...opts.ingest, engine: lease.client, store: opts.store, onProgress, signal });
+      const result = await ingestDocument(job.data, {
+        ...opts.ingest,
+        engine: lease.client,
+        store: opts.store,
+        onProgress,
+        signal,
+        ...(opts.stillWanted ? { stillWanted: () => opts.stillWanted!(ids(job)) } : {}),
+      });
       await opts.onSettled?.({ ...ids(job), state: "completed", result });
       return result;
     } catch (err) {

@@ -17,6 +17,10 @@
 // text (offsets kept), so what is stored and shown is what the user wrote,
 // not the tokenizer's lower-cased, re-spaced rendering of it.
 //
+// What is chunked is the upload's text as document-text.ts gives it: Markdown and
+// plain text as they are, an HTML page's or a PDF's text (a PDF comes as
+// base64 bytes). An upload without a title takes the one extraction found.
+//
 // Nothing is written until every chunk has been embedded: bad input, an
 // engine failure or an abort leaves the store as it was. Re-ingesting a
 // source replaces its previous chunks (deleted just before the new ones are
@@ -28,7 +32,11 @@ import type {
   TokenizeRequest,
   TokenizeResponse,
 } from "../gen/jota/v1/inference";
+import { ExtractError, documentMediaType, extractText, isBinaryMediaType } from "./document-text";
+import { IngestError, SupersededError } from "./ingest-error";
 import { UnknownDocumentError, checkPoints, type VectorPoint, type VectorStore } from "./vector/store";
+
+export { IngestError, SupersededError };
 
 /** What ingestion needs of an inference engine (InferenceEngineClient has it). */
 export interface EmbeddingEngine {
@@ -41,7 +49,17 @@ export interface IngestDocument {
   userId: string;
   /** The document's identity: re-ingesting the same source replaces it. */
   source: string;
+  /**
+   * The document's content: its text, or with `encoding` "base64" its bytes
+   * in base64 (a binary media type such as application/pdf comes only so).
+   * The job id hashes source and this field (jobs/queues.ts): the same
+   * content under the same source is the same job, text or PDF alike.
+   */
   text: string;
+  /** How `text` holds the content: absent, as text; "base64", as the upload's bytes. */
+  encoding?: "base64";
+  /** text/plain, text/markdown (the default), text/html or application/pdf: how the content becomes text (document-text.ts). */
+  mediaType?: string;
   /** Default "document". */
   kind?: string;
   title?: string;
@@ -71,6 +89,12 @@ export interface IngestOptions {
   tokenizeConcurrency?: number;
   onProgress?: (p: IngestProgress) => void;
   signal?: AbortSignal;
+  /**
+   * Asked just before the stored version is replaced: false when this
+   * ingestion is no longer wanted (a newer upload of the source took its
+   * place), and then it writes nothing (SupersededError).
+   */
+  stillWanted?: () => Promise<boolean>;
 }
 
 export interface IngestResult {
@@ -80,6 +104,8 @@ export interface IngestResult {
   tokens: number;
   /** Chunks of an earlier version of the source that were replaced. */
   replaced: number;
+  /** The title the chunks carry when extraction found it (an HTML <title>, a PDF's Title) and the document had none. */
+  title?: string;
 }
 
 export interface Chunk {
@@ -90,13 +116,6 @@ export interface Chunk {
   end: number;
   /** Tokens of the chunk's text (no special tokens). */
   tokens: number;
-}
-
-export class IngestError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "IngestError";
-  }
 }
 
 /** Tokens in a piece of text (no special tokens). */
@@ -261,6 +280,11 @@ async function overlapStart(
   return undefined; // no boundary fits: no overlap
 }
 
+// Standard base64 with its padding, as Buffer#toString("base64") writes it.
+// (One character class: a regex of repeated 4-character groups overflows V8's
+// stack on a file of a few megabytes.)
+const isBase64 = (s: string) => s.length % 4 === 0 && /^[A-Za-z0-9+/]*={0,2}$/.test(s);
+
 function check(cond: unknown, message: string): asserts cond {
   if (!cond) throw new IngestError(message);
 }
@@ -284,13 +308,35 @@ export async function ingestDocument(doc: IngestDocument, opts: IngestOptions): 
     `ingest of "${doc.source}": document.tags must be an array of non-empty strings`,
   );
   check(typeof doc.text === "string", `ingest of "${doc.source}": document.text must be a string`);
-  check(doc.text.trim().length > 0, `ingest of "${doc.source}": the document has no text`);
+  check(doc.encoding === undefined || doc.encoding === "base64", `ingest of "${doc.source}": document.encoding must be "base64" or absent`);
+  const mediaType = doc.mediaType === undefined ? "text/markdown" : typeof doc.mediaType === "string" ? documentMediaType(doc.mediaType) : undefined;
+  check(mediaType, `ingest of "${doc.source}": document.mediaType ${JSON.stringify(doc.mediaType)} is not one of text/plain, text/markdown, text/html, application/pdf`);
+  check(
+    doc.encoding === "base64" || !isBinaryMediaType(mediaType),
+    `ingest of "${doc.source}": ${mediaType} content must come as base64 bytes (document.encoding "base64")`,
+  );
+  check(doc.encoding !== "base64" || isBase64(doc.text), `ingest of "${doc.source}": document.text is not valid base64`);
   check(Number.isInteger(chunkTokens) && chunkTokens >= 8, `ingest: chunkTokens must be an integer >= 8, got ${chunkTokens}`);
   check(
     Number.isInteger(overlapTokens) && overlapTokens >= 0 && overlapTokens <= chunkTokens / 2,
     `ingest: overlapTokens must be an integer from 0 to chunkTokens / 2 (${chunkTokens / 2}), got ${overlapTokens}`,
   );
   check(Number.isInteger(embedBatch) && embedBatch >= 1 && embedBatch <= 1024, `ingest: embedBatch must be an integer from 1 to 1024`);
+
+  // The upload's text first: an upload that gives none fails before the engine is asked anything.
+  let text: string;
+  let title = doc.title;
+  try {
+    const content = doc.encoding === "base64" ? Buffer.from(doc.text, "base64") : doc.text;
+    const extracted = await extractText(mediaType, content, { signal });
+    text = extracted.text;
+    title ??= extracted.title;
+  } catch (err) {
+    if (err instanceof ExtractError) throw new ExtractError(`ingest of "${doc.source}": ${err.message}`);
+    throw err;
+  }
+  check(text.trim().length > 0, `ingest of "${doc.source}": the document has no text`);
+  signal?.throwIfAborted();
 
   const info = await opts.engine.info();
   const em = info.embeddingModel;
@@ -308,7 +354,7 @@ export async function ingestDocument(doc: IngestDocument, opts: IngestOptions): 
   const count: TokenCounter = async (text) =>
     (await opts.engine.tokenize({ text, addSpecial: false, parseSpecial: true, embeddingModel: true })).ids.length;
   let pieces = 0;
-  const chunks = await chunkText(doc.text, count, {
+  const chunks = await chunkText(text, count, {
     chunkTokens,
     overlapTokens,
     concurrency: opts.tokenizeConcurrency,
@@ -350,7 +396,7 @@ export async function ingestDocument(doc: IngestDocument, opts: IngestOptions): 
       source: doc.source,
       ...(doc.language !== undefined ? { language: doc.language } : {}),
       ...(doc.tags !== undefined ? { tags: doc.tags } : {}),
-      ...(doc.title !== undefined ? { title: doc.title } : {}),
+      ...(title !== undefined ? { title } : {}),
       text: c.text,
       chunk: c.index,
     },
@@ -359,6 +405,7 @@ export async function ingestDocument(doc: IngestDocument, opts: IngestOptions): 
   // Everything the store would refuse is refused now, before the old
   // version is deleted.
   checkPoints(collection, points);
+  if (opts.stillWanted && !(await opts.stillWanted())) throw new SupersededError(doc.source);
   let replaced = 0;
   try {
     replaced = await opts.store.deleteBySource(doc.userId, collection.name, doc.source);
@@ -367,5 +414,5 @@ export async function ingestDocument(doc: IngestDocument, opts: IngestOptions): 
   }
   await opts.store.upsert(collection.name, points);
   progress({ phase: "store", done: points.length, total: points.length });
-  return { chunks: chunks.length, collection: collection.name, tokens, replaced };
+  return { chunks: chunks.length, collection: collection.name, tokens, replaced, ...(title !== doc.title && title !== undefined ? { title } : {}) };
 }
