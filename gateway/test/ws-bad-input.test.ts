@@ -45,7 +45,7 @@ describe("ws: bad input", function () {
     }
     const unknown = await errorFor({ type: "chat", id: "x1", content: "hola" });
     assert.deepEqual([unknown.code, unknown.id, unknown.details.field, unknown.details.got], ["validation_error", "x1", "type", "chat"]);
-    assert.deepEqual(unknown.details.allowed, ["message", "abort", "ping"]);
+    assert.deepEqual(unknown.details.allowed, ["message", "abort", "ping", "watch_job", "unwatch_job"]);
     const missing = await errorFor({ content: "hola" });
     assert.deepEqual([missing.code, missing.details.field], ["validation_error", "type"]);
     assert.deepEqual(await stored(t.stack, u.userId), before);

@@ -8,6 +8,9 @@
 // When the socket closes, for any reason, its turns are aborted: nobody is
 // left to read them (the REST API is the way to start turns that outlive
 // their caller).
+//
+// A socket may also watch the user's ingest jobs (watch_job / unwatch_job):
+// ws/jobs.ts; its watches end with it.
 import type { WebSocket, RawData } from "ws";
 import type { Logger, TurnEvent } from "@jota/control-plane";
 import type { GatewayContext } from "../context";
@@ -26,7 +29,9 @@ import {
   type ClientFrame,
   type FrameId,
   type MessageFrame,
+  type WatchJobFrame,
 } from "./frames";
+import { DEFAULT_MAX_JOB_WATCHES, JobWatches, type JobEvents } from "./jobs";
 import { Outbox, type OutboxOptions } from "./outbox";
 
 /** Close codes this endpoint uses beyond the ones `ws` sends itself (1007 invalid UTF-8, 1009 frame too big). */
@@ -49,6 +54,7 @@ interface SocketTurn {
 
 export class ChatConnection {
   readonly outbox: Outbox;
+  readonly watches: JobWatches;
   private readonly turns = new Set<SocketTurn>();
   private readonly stop = new AbortController();
   private closed = false;
@@ -64,6 +70,8 @@ export class ChatConnection {
     private readonly credential: string,
     outbox: OutboxOptions,
     private readonly log: Logger,
+    /** The process's job events (undefined without Redis), and how many jobs this socket may watch at once. */
+    jobs: { events: JobEvents | undefined; maxWatches?: number } = { events: undefined },
   ) {
     this.outbox = new Outbox(
       ws,
@@ -76,6 +84,7 @@ export class ChatConnection {
         } else ws.resume();
       },
     );
+    this.watches = new JobWatches(jobs.events, this.outbox, jobs.maxWatches ?? DEFAULT_MAX_JOB_WATCHES, log);
     ctx.metrics.wsConnections.inc();
     ws.on("message", (data, isBinary) => this.onFrame(data, isBinary));
     ws.on("pong", () => (this.pongSeen = true));
@@ -101,6 +110,7 @@ export class ChatConnection {
     this.closed = true;
     this.stop.abort();
     for (const t of this.turns) this.abortTurn(t, "the WebSocket closed");
+    this.watches.close();
     this.outbox.close();
     this.ctx.metrics.wsConnections.dec();
     this.log.debug("websocket closed", { code, reason, turnsAborted: this.turns.size });
@@ -129,7 +139,17 @@ export class ChatConnection {
         return this.onAbort(frame);
       case "message":
         void this.onMessage(frame);
+        return;
+      case "watch_job":
+        return this.onWatchJob(frame);
+      case "unwatch_job":
+        return this.watches.unwatch(frame.job_id);
     }
+  }
+
+  private onWatchJob(f: WatchJobFrame) {
+    // Checked again like a message's: a key revoked since the upgrade reads no more jobs.
+    this.watches.watch(f, () => (this.closed ? Promise.resolve(undefined) : this.recheckCredential(f.id)));
   }
 
   private onAbort(f: AbortFrame) {

@@ -5,20 +5,22 @@
 //
 // Field names are snake_case, as in the REST API, and every frame is a JSON
 // object with a `type`. A client may put an `id` on any frame; the server
-// echoes it on the frames that answer it (pong, error, and a turn's start,
-// end and error), never on token frames, which stay small.
+// echoes it on the frames that answer it (pong, error, a turn's start, end
+// and error, a job watch's job and error frames), never on token frames,
+// which stay small.
 import { sourcesView } from "../api/schemas";
 import { z } from "zod";
-import type { TurnDoneEvent, TurnStartedEvent } from "@jota/control-plane";
+import type { IngestJobStatus, TurnDoneEvent, TurnStartedEvent } from "@jota/control-plane";
+import { jobView, type JobView } from "../api/documents";
 import { ApiError } from "../http/errors";
 
 /** The subprotocol a client offers (and the server echoes) to speak this protocol. */
 export const SUBPROTOCOL = "jota.v1";
 
-export const CLIENT_FRAME_TYPES = ["message", "abort", "ping"] as const;
+export const CLIENT_FRAME_TYPES = ["message", "abort", "ping", "watch_job", "unwatch_job"] as const;
 export type ClientFrameType = (typeof CLIENT_FRAME_TYPES)[number];
 
-export const SERVER_FRAME_TYPES = ["start", "token", "tool", "end", "error", "pong"] as const;
+export const SERVER_FRAME_TYPES = ["start", "token", "tool", "end", "error", "pong", "job"] as const;
 export type ServerFrameType = (typeof SERVER_FRAME_TYPES)[number];
 
 /** A client's correlation id: a short string or an integer, echoed as given. */
@@ -65,12 +67,28 @@ export const abortFrame = z
 
 export const pingFrame = z.object({ type: z.literal("ping"), id: frameId.optional() }).strict();
 
+/** An ingest job's id, as POST /api/v1/documents answered it (`job.id`). */
+const jobId = z.string().min(1).max(256);
+
+export const watchJobFrame = z
+  .object({
+    type: z.literal("watch_job"),
+    id: frameId.optional(),
+    /** One of the user's ingest jobs: answered at once with its status, then on every change until it ends. */
+    job_id: jobId,
+  })
+  .strict();
+
+export const unwatchJobFrame = z.object({ type: z.literal("unwatch_job"), id: frameId.optional(), job_id: jobId }).strict();
+
 export type MessageFrame = z.infer<typeof messageFrame>;
 export type AbortFrame = z.infer<typeof abortFrame>;
 export type PingFrame = z.infer<typeof pingFrame>;
-export type ClientFrame = MessageFrame | AbortFrame | PingFrame;
+export type WatchJobFrame = z.infer<typeof watchJobFrame>;
+export type UnwatchJobFrame = z.infer<typeof unwatchJobFrame>;
+export type ClientFrame = MessageFrame | AbortFrame | PingFrame | WatchJobFrame | UnwatchJobFrame;
 
-const SCHEMAS = { message: messageFrame, abort: abortFrame, ping: pingFrame } as const;
+const SCHEMAS = { message: messageFrame, abort: abortFrame, ping: pingFrame, watch_job: watchJobFrame, unwatch_job: unwatchJobFrame } as const;
 
 /**
  * A text frame's payload as a client frame, or an ApiError (invalid_json,
@@ -165,6 +183,8 @@ export interface ErrorFrame {
   type: "error";
   id?: FrameId;
   request_id?: string;
+  /** Present when the error is about a job watch (watch_job). */
+  job_id?: string;
   code: string;
   message: string;
   details: Record<string, unknown>;
@@ -175,7 +195,18 @@ export interface PongFrame {
   id?: FrameId;
 }
 
-export type ServerFrame = StartFrame | TokenFrame | ToolFrame | EndFrame | ErrorFrame | PongFrame;
+/**
+ * An ingest job's status, for a watch_job: its first answer, then one per
+ * change. `job` has the fields of GET /api/v1/jobs/{id} (the REST JobView).
+ */
+export interface JobFrame {
+  type: "job";
+  id?: FrameId;
+  job_id: string;
+  job: z.output<typeof JobView>;
+}
+
+export type ServerFrame = StartFrame | TokenFrame | ToolFrame | EndFrame | ErrorFrame | PongFrame | JobFrame;
 
 const withFrameId = <T extends object>(f: T, id: FrameId | undefined): T => (id === undefined ? f : { ...f, id });
 
@@ -216,11 +247,24 @@ export function endFrame(ev: TurnDoneEvent, id: FrameId | undefined): EndFrame {
   );
 }
 
-export function errorFrame(e: ApiError, ids: { id?: FrameId; requestId?: string } = {}): ErrorFrame {
+export function errorFrame(e: ApiError, ids: { id?: FrameId; requestId?: string; jobId?: string } = {}): ErrorFrame {
   const f: ErrorFrame = { type: "error", code: e.code, message: e.message, details: e.details };
   if (ids.id !== undefined) f.id = ids.id;
   if (ids.requestId !== undefined) f.request_id = ids.requestId;
+  if (ids.jobId !== undefined) f.job_id = ids.jobId;
   return f;
+}
+
+/** A job's status as the REST API shows it (api/documents.ts's JobView), in a job frame. */
+export function jobFrame(j: IngestJobStatus, id: FrameId | undefined): JobFrame {
+  return withFrameId(
+    {
+      type: "job" as const,
+      job_id: j.id,
+      job: jobView(j),
+    },
+    id,
+  );
 }
 
 /** A failed turn's stored cause, as the error frame's code. */

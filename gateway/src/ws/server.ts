@@ -23,9 +23,12 @@ import { hasScope } from "../auth/principal";
 import { ApiError, toApiError } from "../http/errors";
 import { ChatConnection, CLOSE } from "./chat";
 import { SUBPROTOCOL } from "./frames";
+import { JobEvents } from "./jobs";
 import { DEFAULT_OUTBOX, type OutboxOptions } from "./outbox";
 
 export interface WebSockets {
+  /** Job watches (watch_job) open now, over all sockets. */
+  watchedJobs(): number;
   close(): Promise<void>;
 }
 
@@ -34,6 +37,8 @@ export interface WebSocketOptions extends Partial<OutboxOptions> {
   heartbeatMs?: number;
   /** How long close() waits for clients to answer its close frame before cutting them (default 2 s). */
   closeTimeoutMs?: number;
+  /** Jobs one socket may watch at once (watch_job; default 32). */
+  maxJobWatches?: number;
 }
 
 const CHAT_PATH = /^\/api\/v1\/ws\/chat\/([^/]+)\/?$/;
@@ -56,6 +61,9 @@ export function attachWebSockets(server: http.Server, ctx: GatewayContext, opts:
   });
   const conns = new Set<ChatConnection>();
   let closing = false;
+  // The ingest jobs' changes, fanned out to the sockets that watch them (none without Redis).
+  const jobEvents = ctx.stack.jobs ? new JobEvents(ctx.stack.jobs.events, ctx.stack.jobs.queue, log) : undefined;
+  const jobs = { events: jobEvents, maxWatches: opts.maxJobWatches };
 
   const heartbeat = setInterval(() => {
     for (const c of conns) if (!c.heartbeat()) {
@@ -86,7 +94,7 @@ export function attachWebSockets(server: http.Server, ctx: GatewayContext, opts:
         wss.handleUpgrade(req, socket, head, (ws) => {
           count(101);
           if (closing) return ws.close(CLOSE.goingAway, "server shutting down");
-          const c = new ChatConnection(ctx, ws, p, credential!, outbox, log.child({ userId: p.userId, credentialId: p.credentialId }));
+          const c = new ChatConnection(ctx, ws, p, credential!, outbox, log.child({ userId: p.userId, credentialId: p.credentialId }), jobs);
           conns.add(c);
           ws.once("close", () => conns.delete(c));
         });
@@ -101,6 +109,7 @@ export function attachWebSockets(server: http.Server, ctx: GatewayContext, opts:
   server.on("upgrade", onUpgrade);
 
   return {
+    watchedJobs: () => jobEvents?.size ?? 0,
     close: async () => {
       closing = true;
       clearInterval(heartbeat);
@@ -113,6 +122,7 @@ export function attachWebSockets(server: http.Server, ctx: GatewayContext, opts:
       clearTimeout(timer);
       for (const c of conns) c.ws.terminate();
       await closed;
+      jobEvents?.close();
       await new Promise<void>((r) => wss.close(() => r()));
     },
   };
