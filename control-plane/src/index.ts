@@ -28,6 +28,7 @@ export type { Route } from "./router/rules";
 export {
   turn,
   type TurnDeps,
+  type TurnSettled,
   type TurnInput,
   type TurnOptions,
   type TurnEvent,
@@ -44,17 +45,23 @@ export { buildPrompt, systemMessage, PromptTooLongError, DEFAULT_SYSTEM_PROMPT, 
 export { TurnRunner, TurnHandle, type TurnResult, type RunnerOptions } from "./sessions/runner";
 export { ConversationLocks, ConversationBusyError } from "./sessions/locks";
 export * from "./memory";
+export { embedTexts, pickEmbeddingEngine, NoEmbeddingEngineError, type Embedded } from "./memory/embedder";
+export { Memories, InvalidMemoryError, MAX_MEMORY_CHARS, MEMORY_KIND, memorySource, type ScoredMemory } from "./memory/memories";
+export { applyOperations, extractMemories, parseOperations, EXTRACTION_SCHEMA, type ExtractionResult } from "./memory/extraction";
+export { summarizeConversation, type SummaryResult } from "./memory/summaries";
+export { runUpkeep, type UpkeepOptions, type UpkeepResult } from "./memory/upkeep";
+export { MemoryQueue, MEMORY_QUEUE, startMemoryWorker, dailyPattern, type MemoryQueueOptions, type MemoryWorker } from "./jobs";
 export {
   openRedis,
   RedisError,
   IngestQueue,
   ingestJobId,
+  documentStillWanted,
   documentTracker,
   startIngestWorker,
-  NoEmbeddingEngineError,
   type RedisHandle,
   type IngestJobStatus,
   type IngestJobState,
   type IngestWorker,
 } from "./jobs";
-export { pickEmbeddingEngine, INGEST_QUEUE, type IngestOutcome, type IngestQueueOptions, type IngestWorkerOptions, type SubmitResult } from "./jobs";
+export { INGEST_QUEUE, type IngestOutcome, type IngestQueueOptions, type IngestWorkerOptions, type SubmitResult } from "./jobs";

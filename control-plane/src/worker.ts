@@ -4,6 +4,9 @@
 // same Redis, database and engines, and stops cleanly on SIGINT / SIGTERM
 // (running jobs are aborted and queued again, see jobs/worker.ts).
 //
+// With JOTA_INFERENCE_URLS it also runs the memory jobs (jobs/memory.ts:
+// extraction, summaries, nightly upkeep), which need the chat model.
+//
 // It needs REDIS_URL: without it, the Redis is the private one that `npm
 // start` runs in its own process, with its workers in that same process (the
 // embedded mode), and nobody else can reach it.
@@ -23,8 +26,10 @@ import { DataDirLockedError } from "./db/lock";
 import { EnginePool } from "./engines/pool";
 import { EngineProcess } from "./engines/process";
 import { openRedis, type RedisHandle } from "./jobs/redis";
-import { documentTracker } from "./jobs/documents";
+import { documentStillWanted, documentTracker } from "./jobs/documents";
 import { startIngestWorker, type IngestWorker } from "./jobs/worker";
+import { startMemoryWorker, type MemoryWorker } from "./jobs/memory";
+import { Memories } from "./memory/memories";
 import { createLogger, type Logger } from "./log";
 import { openVectorStore, type VectorStore } from "./memory/vector";
 
@@ -45,6 +50,8 @@ export interface WorkerProcess {
   readonly pool: EnginePool;
   readonly store: VectorStore;
   readonly ingest: IngestWorker;
+  /** Memory extraction, summaries and upkeep: only beside chat engines (JOTA_INFERENCE_URLS), which they need. */
+  readonly memory: MemoryWorker | undefined;
   /** The embedding engine this process started (absent with JOTA_INFERENCE_URLS). */
   readonly engine: EngineProcess | undefined;
   /** Stops the jobs, then everything else, in reverse order of start. */
@@ -138,15 +145,23 @@ export async function startWorkerProcess(config: Config, log: Logger): Promise<W
       logger: log,
       concurrency: config.jobs.concurrency,
       onSettled: documentTracker(db.repos.documents, store),
+      stillWanted: documentStillWanted(db.repos.documents),
     });
     cleanups.push(() => ingest.close());
+    // The memory jobs generate text: the engine this process starts has only the embedding model.
+    let memory: MemoryWorker | undefined;
+    if (!engine) {
+      memory = startMemoryWorker({ connection: redis.connection, repos: db.repos, memories: new Memories(db.repos, store, pool), pool, logger: log });
+      cleanups.push(() => memory!.close());
+    } else log.info("memory jobs are left to the gateways: this worker's own engine has no chat model (set JOTA_INFERENCE_URLS to run them here)");
     log.info("worker ready", {
       redis: redis.location,
       engines: engine ? [`local ${engine.address}`] : config.inferenceUrls,
       store: store.kind,
       concurrency: config.jobs.concurrency,
+      memoryJobs: !!memory,
     });
-    return { config, redis, pool, store, ingest, engine, close };
+    return { config, redis, pool, store, ingest, memory, engine, close };
   } catch (err) {
     await close();
     throw err;

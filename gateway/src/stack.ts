@@ -5,15 +5,20 @@
 import fs from "node:fs";
 import path from "node:path";
 import { randomBytes } from "node:crypto";
+import { QueueEvents } from "bullmq";
 import {
   EnginePool,
   TurnRunner,
   databaseOptions,
   localEngines,
   openDatabase,
+  documentStillWanted,
   documentTracker,
   IngestQueue,
+  Memories,
+  MemoryQueue,
   openRedis,
+  startMemoryWorker,
   openVectorStore,
   routerFromConfig,
   startIngestWorker,
@@ -25,6 +30,8 @@ import {
   type IntentRouter,
   type IngestWorker,
   type Logger,
+  type MemoryWorker,
+  type TurnSettled,
   type RedisHandle,
   type VectorStore,
 } from "@jota/control-plane";
@@ -38,6 +45,8 @@ export interface Stack {
   runner: TurnRunner;
   /** Semantic memory (pgvector in the database, or Qdrant); undefined when it could not be opened. */
   store: VectorStore | undefined;
+  /** What Jota remembers about users (rows and their vectors); undefined without a vector store. */
+  memories: Memories | undefined;
   /** The job queues on Redis, with this process's ingest worker; undefined when Redis could not be used. */
   jobs: Jobs | undefined;
   /** The server secret (JOTA_SECRET, or the one generated into the data folder). */
@@ -95,10 +104,14 @@ export async function openStack(config: Config, log: Logger, opts: StackOptions 
             retriever: store ? new VectorRetriever(store, pool) : new UnavailableRetriever("the vector store could not be opened at start-up (see the log)"),
             mode: config.memory.retrieval,
           };
-    const runner = new TurnRunner({ repos: db.repos, pool, router, logger: log, retrieval });
+    const memories = store ? new Memories(db.repos, store, pool) : undefined;
+    // Turns settle before the queues exist only in the moments of start-up; those queue nothing.
+    let jobs: Jobs | undefined;
+    const afterTurn = (t: TurnSettled) => jobs && queueMemoryWork(config, jobs.memoryQueue, t, log);
+    const runner = new TurnRunner({ repos: db.repos, pool, router, logger: log, retrieval, afterTurn });
     cleanups.push(() => runner.close());
-    const jobs = store ? await openJobs(config, db, pool, store, log, cleanups) : undefined;
-    return { config, log, db, pool, router, runner, store, jobs, secret, processes, close };
+    jobs = store && memories ? await openJobs(config, db, pool, store, memories, log, cleanups) : undefined;
+    return { config, log, db, pool, router, runner, store, memories, jobs, secret, processes, close };
   } catch (err) {
     await close();
     throw err;
@@ -109,6 +122,14 @@ export interface Jobs {
   redis: RedisHandle;
   queue: IngestQueue;
   worker: IngestWorker;
+  /**
+   * The ingest queue's job events (state changes, progress), read once per
+   * process and fanned out to the WebSocket watches (ws/jobs.ts).
+   */
+  events: QueueEvents;
+  /** Memory extraction, summaries and the nightly upkeep (jobs/memory.ts), with this process's worker. */
+  memoryQueue: MemoryQueue;
+  memoryWorker: MemoryWorker;
 }
 
 /**
@@ -117,7 +138,15 @@ export interface Jobs {
  * its jobs itself (more workers: `npm run jota -- worker`). Redis that cannot
  * be used does not stop Jota: uploads answer 503 jobs_unavailable.
  */
-async function openJobs(config: Config, db: Database, pool: EnginePool, store: VectorStore, log: Logger, cleanups: (() => Promise<void> | void)[]): Promise<Jobs | undefined> {
+async function openJobs(
+  config: Config,
+  db: Database,
+  pool: EnginePool,
+  store: VectorStore,
+  memories: Memories,
+  log: Logger,
+  cleanups: (() => Promise<void> | void)[],
+): Promise<Jobs | undefined> {
   let redis: RedisHandle;
   try {
     redis = await openRedis({ url: config.jobs.redisUrl, dataDir: config.dataDir, logger: log });
@@ -135,10 +164,33 @@ async function openJobs(config: Config, db: Database, pool: EnginePool, store: V
     logger: log,
     concurrency: config.jobs.concurrency,
     onSettled: documentTracker(db.repos.documents, store),
+    stillWanted: documentStillWanted(db.repos.documents),
   });
   cleanups.push(() => worker.close());
+  // QueueEvents blocks on its reads (XREAD): BullMQ gives it its own duplicate of the connection, and closes that with it.
+  const events = new QueueEvents(queue.name, { connection: redis.connection });
+  events.on("error", (err) => log.debug("ingest queue events error", { error: err.message }));
+  cleanups.push(() => events.close());
+  await events.waitUntilReady().catch((err: Error) => log.warn("the ingest queue's events are not ready yet", { error: err.message }));
+  const memoryQueue = new MemoryQueue({ connection: redis.connection, extractDelayMs: config.memory.extractionDelayMs, logger: log });
+  cleanups.push(() => memoryQueue.close());
+  const memoryWorker = startMemoryWorker({ connection: redis.connection, repos: db.repos, memories, pool, logger: log });
+  cleanups.push(() => memoryWorker.close());
+  // Every process that opens the queues sets the same schedule: one schedule, one job a night.
+  await memoryQueue
+    .scheduleUpkeep(config.memory.upkeepAt, { retentionDays: config.memory.retentionDays })
+    .catch((err: Error) => log.error("could not schedule the nightly upkeep", { error: err.message }));
   log.info("job queue ready", { redis: redis.location });
-  return { redis, queue, worker };
+  return { redis, queue, worker, events, memoryQueue, memoryWorker };
+}
+
+/** A settled turn's background work: memory extraction after a completed one, a summary when its history was trimmed. */
+function queueMemoryWork(config: Config, queue: MemoryQueue, t: TurnSettled, log: Logger): void {
+  const failed = (what: string) => (err: Error) => log.warn(`could not queue ${what}`, { conversationId: t.conversationId, error: err.message });
+  if (t.status === "COMPLETED" && config.memory.extraction)
+    queue.extract({ userId: t.userId, conversationId: t.conversationId, requestId: t.requestId }).catch(failed("memory extraction"));
+  if (t.summarizeThroughId)
+    queue.summarize({ userId: t.userId, conversationId: t.conversationId, throughId: t.summarizeThroughId }).catch(failed("a summary"));
 }
 
 /**

@@ -48,6 +48,10 @@ export const ENV_VARS: readonly EnvVarSpec[] = [
   { name: "QDRANT_URL", default: "", description: "Qdrant for semantic memory (http://host:6333); empty = pgvector in Jota's own database" },
   { name: "QDRANT_API_KEY", default: "", description: "Qdrant API key, when the server wants one" },
   { name: "JOTA_RETRIEVAL", default: "auto", description: "Memory and documents in the prompt: auto (turns routed needs_context) | always | off" },
+  { name: "JOTA_MEMORY_EXTRACTION", default: "on", description: "After each completed turn, a background job reads the conversation for facts about the user to remember (on | off)" },
+  { name: "JOTA_MEMORY_DELAY_MS", default: "5000", description: "How long memory extraction waits after a turn, so a burst of turns is read in one job" },
+  { name: "JOTA_UPKEEP_AT", default: "03:00", description: "Time of day (HH:MM, server time zone) of the nightly upkeep job: memory deduplication, re-embedding, retention" },
+  { name: "JOTA_RETENTION_DAYS", default: "90", description: "Finished request records older than this are deleted by the nightly upkeep (messages stay); 0 keeps them" },
 ];
 
 export interface GatewayConfig {
@@ -104,6 +108,13 @@ export interface MemoryConfig {
   qdrantApiKey: string | undefined;
   /** Which turns retrieve: those routed needs_context, all, or none. */
   retrieval: "auto" | "always" | "off";
+  /** Memory extraction after completed turns. */
+  extraction: boolean;
+  extractionDelayMs: number;
+  /** "HH:MM" of the nightly upkeep. */
+  upkeepAt: string;
+  /** Days finished requests are kept; 0 = forever. */
+  retentionDays: number;
 }
 
 export interface JobsConfig {
@@ -200,6 +211,12 @@ function retrievalMode(env: Env): MemoryConfig["retrieval"] {
   return v;
 }
 
+function timeOfDay(env: Env, name: string, def: string): string {
+  const v = str(env, name, def).trim();
+  if (!/^([01]?\d|2[0-3]):[0-5]\d$/.test(v)) throw new ConfigError(name, `'${v}' is not a time of day (HH:MM, 24-hour)`);
+  return v;
+}
+
 function databaseUrl(env: Env): string | undefined {
   const url = str(env, "DATABASE_URL", "");
   if (url === "") return undefined;
@@ -266,6 +283,10 @@ export function loadConfig(env: Env = process.env, randomToken: () => string = d
       qdrantUrl: httpUrl(env, "QDRANT_URL"),
       qdrantApiKey: str(env, "QDRANT_API_KEY", "") || undefined,
       retrieval: retrievalMode(env),
+      extraction: onOff(env, "JOTA_MEMORY_EXTRACTION", "on"),
+      extractionDelayMs: int(env, "JOTA_MEMORY_DELAY_MS", 5000, 0, 86_400_000),
+      upkeepAt: timeOfDay(env, "JOTA_UPKEEP_AT", "03:00"),
+      retentionDays: int(env, "JOTA_RETENTION_DAYS", 90, 0, 36_500),
     }),
     jobs: Object.freeze({
       redisUrl: redisUrl(env),

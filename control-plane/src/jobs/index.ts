@@ -11,5 +11,6 @@ export {
   type IngestQueueOptions,
   type SubmitResult,
 } from "./queues";
-export { startIngestWorker, pickEmbeddingEngine, NoEmbeddingEngineError, type IngestOutcome, type IngestWorker, type IngestWorkerOptions } from "./worker";
-export { documentTracker } from "./documents";
+export { startIngestWorker, type IngestOutcome, type IngestWorker, type IngestWorkerOptions } from "./worker";
+export { documentStillWanted, documentTracker } from "./documents";
+export { MemoryQueue, MEMORY_QUEUE, startMemoryWorker, dailyPattern, type MemoryJobName, type MemoryQueueOptions, type MemoryWorker, type MemoryWorkerOptions } from "./memory";

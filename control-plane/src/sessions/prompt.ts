@@ -66,6 +66,13 @@ export interface BuiltPrompt {
   toCount: PromptMessage[];
   /** Messages counted while building: to be stored. */
   counted: { id: string; tokens: number }[];
+  /**
+   * When messages were left out: the message a summary should cover through
+   * (memory/summaries.ts): past the trimmed ones, half-way into the window
+   * that was sent, so that the next turns find the summary in place of what
+   * they must leave out, rather than asking for a new one every turn.
+   */
+  summarizeThroughId?: string;
 }
 
 /** Below this many tokens of headroom the sum of per-message counts is checked by counting the whole prompt. */
@@ -180,7 +187,12 @@ export async function buildPrompt(engine: InferenceEngineClient, p: PromptInput)
   }
 
   function done(tokens: number, verified: boolean): BuiltPrompt {
+    const trimmed = history.length - kept;
+    // Ends before a user message, and never on the turn's own (the last).
+    let through = trimmed - 1 + Math.floor(kept / 2);
+    while (through < history.length - 2 && history[through + 1]!.role !== "USER") through++;
     return {
+      ...(trimmed > 0 && through <= history.length - 2 ? { summarizeThroughId: history[through]!.id } : {}),
       messages: [system, ...chat.slice(history.length - kept)],
       tokens,
       verified,

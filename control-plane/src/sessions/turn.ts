@@ -68,6 +68,21 @@ export interface TurnDeps {
    * Without it no turn retrieves.
    */
   retrieval?: { retriever: Retriever; mode: "auto" | "always" };
+  /**
+   * Called once a turn's outcome is stored, without waiting for it (it must
+   * not throw): the stack queues memory extraction and summaries from it.
+   */
+  afterTurn?: (t: TurnSettled) => void;
+}
+
+/** A turn whose outcome is stored (TurnDeps.afterTurn). */
+export interface TurnSettled {
+  userId: string;
+  conversationId: string;
+  requestId: string;
+  status: "COMPLETED" | "FAILED" | "ABORTED";
+  /** The history did not fit: a summary through this message would let the next turns carry it. */
+  summarizeThroughId?: string;
 }
 
 export interface TurnInput {
@@ -560,7 +575,14 @@ async function* lockedTurn(
       await s.streaming?.catch(() => {}); // never race the STREAMING write
       // Counts only after a completed turn (a failed engine would only time out), and a few at a time.
       const counted = o.status === "COMPLETED" ? await measured() : s.counts?.prompt.counted ?? [];
-      return await repos.requests.endTurn(userId, requestId, o, counted);
+      const stored = await repos.requests.endTurn(userId, requestId, o, counted);
+      try {
+        const through = s.counts?.prompt.summarizeThroughId;
+        deps.afterTurn?.({ userId, conversationId: conversation.id, requestId, status: o.status, ...(through ? { summarizeThroughId: through } : {}) });
+      } catch (err) {
+        log.error("afterTurn failed", { error: (err as Error)?.message ?? String(err) });
+      }
+      return stored;
     } catch (err) {
       log.error("could not record the turn's outcome", { status: o.status, error: (err as Error)?.message ?? String(err) });
       return undefined;

@@ -15,6 +15,7 @@ import { chatRoutes } from "./chat";
 import { conversationRoutes } from "./conversations";
 import { requestRoutes } from "./requests";
 import { documentRoutes } from "./documents";
+import { memoryRoutes } from "./memories";
 import { adminRoutes } from "./admin";
 import { keyRoutes } from "./keys";
 import { meRoutes } from "./me";
@@ -69,6 +70,7 @@ export function routeGroups(): RouteGroup[] {
         ...Object.values(conversationRoutes),
         ...Object.values(requestRoutes),
         ...Object.values(documentRoutes),
+        ...Object.values(memoryRoutes),
         ...Object.values(meRoutes),
         ...Object.values(keyRoutes),
         ...Object.values(adminRoutes),

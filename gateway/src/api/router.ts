@@ -9,6 +9,7 @@ import { jsonBody } from "../http/body";
 import { chatRouter } from "./chat";
 import { conversationsRouter } from "./conversations";
 import { documentsRouter } from "./documents";
+import { memoriesRouter } from "./memories";
 import { openapiRouter } from "./openapi";
 import { requestsRouter } from "./requests";
 import { adminRouter } from "./admin";
@@ -35,6 +36,7 @@ export function apiRouter(ctx: GatewayContext): Router {
   authed.use(conversationsRouter(ctx));
   authed.use(requestsRouter(ctx));
   authed.use(documentsRouter(ctx));
+  authed.use(memoriesRouter(ctx));
   authed.use(meRouter(ctx), keysRouter(ctx), adminRouter(ctx));
   r.use(authed);
   return r;

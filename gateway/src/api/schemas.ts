@@ -118,8 +118,9 @@ export const Source = z
     kind: z.string().meta({ description: "document, note, ..." }),
     title: z.string().nullable(),
     chunk: z.number().int().nullable().meta({ description: "The chunk's position in its document." }),
-    text: z.string().meta({ description: "The chunk as the prompt carried it." }),
+    text: z.string().meta({ description: "The chunk as the prompt carried it; empty once the user erased its document or memory." }),
     score: z.number().meta({ description: "Cosine similarity to the user's message (1 = same direction)." }),
+    erased: z.boolean().meta({ description: "The user has since erased the document or memory: its text is no longer kept." }),
   })
   .meta({ id: "Source", description: "Retrieved context the reply was given, best first." });
 
@@ -134,6 +135,7 @@ export function sourcesView(list: unknown): z.output<typeof Source>[] {
     chunk: s.chunk ?? null,
     text: s.text,
     score: s.score,
+    erased: (s as { erased?: boolean }).erased === true,
   }));
 }
 

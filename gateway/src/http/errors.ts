@@ -29,6 +29,7 @@ export type ErrorCode =
   | "too_many_streams"
   | "engine_unavailable"
   | "jobs_unavailable"
+  | "memory_unavailable"
   | "identity_provider_unavailable"
   | "engine_error"
   | "timeout"

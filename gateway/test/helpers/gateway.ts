@@ -85,6 +85,9 @@ export async function startTestGateway(opts: TestGatewayOptions = {}): Promise<T
     // Tests make many calls with one key in quick bursts; the limit tests set their own.
     JOTA_RATE_LIMIT: "100000",
     JOTA_RATE_BURST: "100000",
+    // Extraction after every turn is an engine call of its own, which tests that count the engine's
+    // calls or time its slots would see; the memory tests turn it on.
+    JOTA_MEMORY_EXTRACTION: "off",
     ...opts.env,
   });
   const log = opts.logger ?? silentLogger;

@@ -67,6 +67,33 @@ export class ConversationRepository {
     return this.#update(userId, id, { summary, summaryThroughId: throughId, summaryUpdatedAt: new Date() });
   }
 
+  /**
+   * Stores a summary only if the stored one still covers through `expected`
+   * (null: no summary yet): two summarizers never overwrite each other's
+   * newer work. False when the conversation is gone or moved on.
+   */
+  async replaceSummary(userId: string, id: string, expected: string | null, summary: string, throughId: string): Promise<boolean> {
+    const { count } = await this.prisma.conversation.updateMany({
+      where: { id: checkId("conversation", id), userId, summaryThroughId: expected },
+      data: { summary, summaryThroughId: throughId, summaryUpdatedAt: new Date() },
+    });
+    return count === 1;
+  }
+
+  /**
+   * Moves the memory-extraction cursor from `expected` to `throughId`, only
+   * if it is still at `expected`: of two extractions of the same messages,
+   * one wins and the other applies nothing. False when it lost (or the
+   * conversation is gone).
+   */
+  async advanceMemories(userId: string, id: string, expected: string | null, throughId: string): Promise<boolean> {
+    const { count } = await this.prisma.conversation.updateMany({
+      where: { id: checkId("conversation", id), userId, memoriesThroughId: expected },
+      data: { memoriesThroughId: throughId },
+    });
+    return count === 1;
+  }
+
   /** Deletes the conversation with its messages, requests and tool calls. */
   async delete(userId: string, id: string): Promise<void> {
     await scoped("conversation", id, () => this.prisma.conversation.delete({ where: { id: checkId("conversation", id), userId } }));

@@ -12,6 +12,7 @@ import { ApiKeyRepository } from "./api-keys";
 import { ConversationRepository } from "./conversations";
 import { DeviceRepository } from "./devices";
 import { DocumentRepository } from "./documents";
+import { MemoryRepository } from "./memories";
 import { MessageRepository } from "./messages";
 import { RequestRepository } from "./requests";
 import { SecretHasher } from "./secrets";
@@ -27,6 +28,7 @@ export interface Repositories {
   requests: RequestRepository;
   toolCalls: ToolCallRepository;
   documents: DocumentRepository;
+  memories: MemoryRepository;
 }
 
 export interface RepositoryOptions {
@@ -45,6 +47,7 @@ export function createRepositories(prisma: PrismaClient, sql: SqlRunner, opts: R
     requests: new RequestRepository(prisma, sql),
     toolCalls: new ToolCallRepository(prisma),
     documents: new DocumentRepository(prisma),
+    memories: new MemoryRepository(prisma),
   };
 }
 
@@ -52,4 +55,5 @@ export { ConflictError, InvalidTransitionError, NotFoundError } from "./errors";
 export { InvalidCursorError, type Page, type PageRequest } from "./pagination";
 export { MissingSecretError } from "./secrets";
 export type { FinalStatus, RequestDetails, RouteDecisionRecord, TurnOutcome } from "./requests";
-export { ApiKeyRepository, ConversationRepository, DeviceRepository, MessageRepository, RequestRepository, ToolCallRepository, UserRepository };
+export { memoryHash, type NewMemory } from "./memories";
+export { ApiKeyRepository, ConversationRepository, DocumentRepository, MemoryRepository, DeviceRepository, MessageRepository, RequestRepository, ToolCallRepository, UserRepository };

@@ -79,6 +79,20 @@ export class MessageRepository {
     return rows.reverse();
   }
 
+  /**
+   * Up to `limit` messages after message `afterId` (from the start when
+   * null), oldest first, in the order the history has them.
+   */
+  async after(userId: string, conversationId: string, afterId: string | null, limit: number): Promise<Message[]> {
+    const where = { userId, conversationId: checkId("conversation", conversationId) };
+    let past = {};
+    if (afterId) {
+      const m = await this.prisma.message.findFirst({ where: { ...where, id: checkId("message", afterId) }, select: { createdAt: true, id: true } });
+      if (m) past = { OR: [{ createdAt: { gt: m.createdAt } }, { createdAt: m.createdAt, id: { gt: m.id } }] };
+    }
+    return this.prisma.message.findMany({ where: { ...where, ...past }, orderBy: [{ createdAt: "asc" }, { id: "asc" }], take: limit });
+  }
+
   /** Records a message's token count once the engine has counted it. */
   setTokens(userId: string, id: string, tokens: number): Promise<Message> {
     return scoped("message", id, () =>

@@ -235,6 +235,34 @@ export class RequestRepository {
       await this.prisma.request.findMany({ where: { userId, conversationId, ...ks.after }, orderBy: ks.orderBy, take: ks.take }),
     );
   }
+
+  /**
+   * The user erased a memory or document: the text of it that past turns
+   * cited (their stored `sources`) is erased too. Each such source keeps its
+   * id, source and score, with `text` emptied and `erased: true`. Returns how
+   * many requests changed.
+   */
+  async eraseSource(userId: string, source: string): Promise<number> {
+    return this.prisma.$executeRaw`
+      UPDATE requests r SET sources = (
+        SELECT jsonb_agg(CASE WHEN s->>'source' = ${source} THEN s || '{"text": "", "erased": true}'::jsonb ELSE s END ORDER BY n)
+        FROM jsonb_array_elements(r.sources) WITH ORDINALITY AS e(s, n)
+      )
+      WHERE r.user_id = ${userId}::uuid AND jsonb_typeof(r.sources) = 'array' AND r.sources @> jsonb_build_array(jsonb_build_object('source', ${source}::text))`;
+  }
+
+  /**
+   * Retention (nightly upkeep): deletes finished requests (of every user)
+   * created before `before`, with their tool calls; their messages stay, no
+   * longer linked to a request. Running turns are never touched. Returns how
+   * many were deleted.
+   */
+  async pruneFinishedBefore(before: Date): Promise<number> {
+    const { count } = await this.prisma.request.deleteMany({
+      where: { createdAt: { lt: before }, status: { in: ["COMPLETED", "FAILED", "ABORTED"] } },
+    });
+    return count;
+  }
 }
 
 async function transition(

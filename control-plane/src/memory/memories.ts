@@ -1,0 +1,241 @@
+// What Jota remembers about each user: rows in the database (what the user
+// lists and erases: db/repositories/memories.ts) and one vector per row in the
+// vector store (what retrieval finds: kind "memory", point id = row id,
+// source "memory:<id>", so a turn cites it like a document chunk).
+//
+// The row is the truth; its vector follows:
+// - add: embed (no write yet), row, vector, then the row records where its
+//   vector is. A crash after the row leaves it without a vector (collection
+//   null): nightly upkeep embeds it.
+// - update: the row's new text first (its collection cleared), then the new
+//   vector replaces the old one under the same id.
+// - delete: the vector first, then the row, so a memory the user erased is
+//   never found again even if the second step fails (they can delete again).
+import type { Memory } from "@prisma/client";
+import { NotFoundError } from "../db/repositories/errors";
+import type { Repositories } from "../db/repositories";
+import type { MemoryRepository, NewMemory } from "../db/repositories/memories";
+import type { EnginePool } from "../engines/pool";
+import { embedTexts, type Embedded } from "./embedder";
+import { UnknownCollectionError, UnknownDocumentError, type VectorStore } from "./vector/store";
+
+/** Longest memory text, in characters: a memory is one fact, not a document. */
+export const MAX_MEMORY_CHARS = 500;
+
+export const MEMORY_KIND = "memory";
+
+/** Memories of one user compared by dedupe (the newest). */
+export const MAX_DEDUPE = 2000;
+const EMBED_BATCH = 32;
+
+function dot(a: number[], b: number[]): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i]! * b[i]!;
+  return s;
+}
+
+/** The vector store source of a memory's point (the unit deleteBySource removes). */
+export const memorySource = (id: string) => `memory:${id}`;
+
+export class InvalidMemoryError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "InvalidMemoryError";
+  }
+}
+
+/** A memory found by similarity. */
+export interface ScoredMemory {
+  memory: Memory;
+  score: number;
+}
+
+export type Embed = (texts: string[]) => Promise<Embedded>;
+
+export class Memories {
+  private readonly embed: Embed;
+
+  readonly rows: MemoryRepository;
+  /** Erases a forgotten memory's text from the turns that cited it. */
+  private readonly eraseCitations: (userId: string, source: string) => Promise<unknown>;
+
+  constructor(
+    repos: Pick<Repositories, "memories" | "requests">,
+    private readonly store: VectorStore,
+    embed: EnginePool | Embed,
+  ) {
+    this.rows = repos.memories;
+    this.eraseCitations = (userId, source) => repos.requests.eraseSource(userId, source);
+    this.embed = typeof embed === "function" ? embed : (texts) => embedTexts(embed, texts);
+  }
+
+  /** The text a memory may have: trimmed, non-empty, one line of at most MAX_MEMORY_CHARS. */
+  static clean(text: unknown): string {
+    if (typeof text !== "string") throw new InvalidMemoryError("a memory's text must be a string");
+    const t = text.replace(/\s+/g, " ").trim();
+    if (t === "") throw new InvalidMemoryError("a memory's text must not be empty");
+    if (t.length > MAX_MEMORY_CHARS) throw new InvalidMemoryError(`a memory's text is at most ${MAX_MEMORY_CHARS} characters (got ${t.length})`);
+    return t;
+  }
+
+  /**
+   * Remembers `m.text` for the user; a memory with the same text (as
+   * memoryHash judges) is returned instead of a second one.
+   */
+  async add(userId: string, m: NewMemory): Promise<{ memory: Memory; created: boolean }> {
+    const text = Memories.clean(m.text);
+    const same = await this.rows.sameText(userId, text);
+    if (same) return { memory: same, created: false };
+    const e = await this.embed([text]);
+    const row = await this.rows.create(userId, { ...m, text });
+    return { memory: await this.#storeVector(row, e, 0), created: true };
+  }
+
+  /** New text for a memory of the user (NotFoundError if it is not theirs). */
+  async update(userId: string, id: string, text: string): Promise<Memory> {
+    const t = Memories.clean(text);
+    const before = await this.rows.get(userId, id);
+    const e = await this.embed([t]);
+    const row = await this.rows.update(userId, id, t);
+    const stored = await this.#storeVector(row, e, 0);
+    // Embedded by another model before: its old vector is in another collection.
+    if (before.collection && before.collection !== e.collection) await this.#dropVector(before);
+    return stored;
+  }
+
+  /** Forgets one memory (NotFoundError if it is not the user's), and its text in the turns that cited it. */
+  async delete(userId: string, id: string): Promise<Memory> {
+    const row = await this.rows.get(userId, id);
+    await this.#dropVector(row);
+    const gone = await this.rows.delete(userId, id);
+    await this.eraseCitations(userId, memorySource(id));
+    return gone;
+  }
+
+  /** Forgets everything Jota remembers about the user; returns how many. */
+  async deleteAll(userId: string): Promise<number> {
+    const all = await this.rows.all(userId);
+    for (const row of all) await this.#dropVector(row);
+    const n = await this.rows.deleteMany(
+      userId,
+      all.map((r) => r.id),
+    );
+    for (const row of all) await this.eraseCitations(userId, memorySource(row.id));
+    return n;
+  }
+
+  /** The user's memories most similar to `text`, best first. */
+  async search(userId: string, text: string, topK: number): Promise<ScoredMemory[]> {
+    const e = await this.embed([text]);
+    let points;
+    try {
+      points = await this.store.query(e.collection, e.vectors[0]!, { topK, filter: { userId, kind: MEMORY_KIND } });
+    } catch (err) {
+      if (err instanceof UnknownCollectionError) return [];
+      throw err;
+    }
+    const rows = new Map((await this.rows.byIds(userId, points.map((p) => p.id))).map((r) => [r.id, r]));
+    // A point whose row is gone (deleted while this ran) is not a memory any more.
+    return points.flatMap((p) => (rows.has(p.id) ? [{ memory: rows.get(p.id)!, score: p.score }] : []));
+  }
+
+  /**
+   * Forgets the user's duplicate memories: the same text (as memoryHash
+   * judges), or texts whose embeddings have cosine similarity >= minScore.
+   * Of each such group the most recently updated memory stays (it says it
+   * most recently). Only the newest MAX_DEDUPE memories are compared.
+   * Returns how many were forgotten.
+   */
+  async dedupe(userId: string, minScore: number, signal?: AbortSignal): Promise<{ exact: number; near: number }> {
+    const rows = (await this.rows.all(userId)).sort((a, b) => b.updatedAt.getTime() - a.updatedAt.getTime() || (a.id < b.id ? 1 : -1)).slice(0, MAX_DEDUPE);
+    const seen = new Set<string>();
+    const exact: Memory[] = [];
+    const distinct: Memory[] = [];
+    for (const r of rows) {
+      (seen.has(r.hash) ? exact : distinct).push(r);
+      seen.add(r.hash);
+    }
+    const near: Memory[] = [];
+    if (minScore <= 1 && distinct.length > 1) {
+      const kept: number[][] = [];
+      for (let i = 0; i < distinct.length; i += EMBED_BATCH) {
+        signal?.throwIfAborted();
+        const part = distinct.slice(i, i + EMBED_BATCH);
+        const e = await this.embed(part.map((r) => r.text));
+        for (const [j, v] of e.vectors.entries()) {
+          if (kept.some((k) => dot(k, v) >= minScore)) near.push(part[j]!);
+          else kept.push(v);
+        }
+      }
+    }
+    const forgotten = { exact: 0, near: 0 };
+    for (const [list, key] of [[exact, "exact"], [near, "near"]] as const)
+      for (const r of list) {
+        signal?.throwIfAborted();
+        try {
+          await this.delete(userId, r.id);
+          forgotten[key]++;
+        } catch (err) {
+          if (!(err instanceof NotFoundError)) throw err; // erased meanwhile
+        }
+      }
+    return forgotten;
+  }
+
+  /**
+   * Embeds rows whose vector is missing or from another model than the
+   * pool's current one, `batch` at a time, into the current collection, and
+   * removes their old vectors. Returns how many were (re-)embedded.
+   */
+  async reembed(batch = 32, signal?: AbortSignal): Promise<number> {
+    let done = 0;
+    // The current model's collection, from a probe: rows already in it are left alone.
+    let current = (await this.embed(["probe"])).collection;
+    const skipped = new Set<string>();
+    for (;;) {
+      signal?.throwIfAborted();
+      const rows = (await this.rows.notIn(current, batch + skipped.size)).filter((r) => !skipped.has(r.id)).slice(0, batch);
+      if (rows.length === 0) return done;
+      const e = await this.embed(rows.map((r) => r.text));
+      if (e.collection !== current) {
+        current = e.collection; // the engine's model changed meanwhile: go on with the new one
+        continue;
+      }
+      for (const [i, row] of rows.entries()) {
+        const before = row.collection;
+        const stored = await this.#storeVector(row, e, i);
+        if (stored.collection !== e.collection) skipped.add(row.id); // changed or deleted meanwhile: its writer embeds it
+        else {
+          done++;
+          if (before && before !== e.collection) await this.#dropVector({ ...row, collection: before });
+        }
+      }
+    }
+  }
+
+  async #storeVector(row: Memory, e: Embedded, i: number): Promise<Memory> {
+    await this.store.ensureCollection(e.model, e.dimensions);
+    await this.store.upsert(e.collection, [
+      {
+        id: row.id,
+        vector: e.vectors[i]!,
+        payload: { userId: row.userId, kind: MEMORY_KIND, source: memorySource(row.id), text: row.text, title: "Memory" },
+      },
+    ]);
+    const embedded = await this.rows.setEmbedded(row.userId, row.id, row.text, e.model, e.collection);
+    if (embedded) return embedded;
+    // The row changed or went away while its vector was written: a deleted row must not leave its vector behind.
+    const now = await this.rows.byIds(row.userId, [row.id]);
+    if (now.length === 0) await this.#dropVector({ ...row, collection: e.collection });
+    return now[0] ?? row;
+  }
+
+  async #dropVector(row: Pick<Memory, "id" | "userId" | "collection">): Promise<void> {
+    if (!row.collection) return;
+    try {
+      await this.store.deleteBySource(row.userId, row.collection, memorySource(row.id));
+    } catch (err) {
+      if (!(err instanceof UnknownDocumentError || err instanceof UnknownCollectionError)) throw err;
+    }
+  }
+}

@@ -1,0 +1,72 @@
+// Nightly upkeep (a repeatable job: jobs/memory.ts schedules it at
+// JOTA_UPKEEP_AT): each step on its own, so one failing does not stop the
+// others, and each safe to run again.
+// - dedupe: per user, memories with the same text or near-identical meaning
+//   (embeddings' cosine similarity >= 0.95) are forgotten but the newest;
+// - re-embed: memories never embedded, or embedded by another model than
+//   the engines' current one, get a vector of the current model (and lose
+//   the old one), so retrieval, which queries the current model's
+//   collection, finds them again after a model change;
+// - retention: finished requests older than JOTA_RETENTION_DAYS are
+//   deleted (their messages stay).
+import type { Repositories } from "../db/repositories";
+import type { Logger } from "../log";
+import type { Memories } from "./memories";
+
+export interface UpkeepOptions {
+  /** Finished requests older than this many days are deleted; 0 keeps them all. */
+  retentionDays: number;
+  /** Cosine similarity from which two memories say the same. Default 0.95. */
+  nearDuplicateScore?: number;
+}
+
+export interface UpkeepResult {
+  users: number;
+  duplicates: number;
+  nearDuplicates: number;
+  reembedded: number;
+  requestsPruned: number;
+  /** Steps that failed, with why (the others ran). */
+  errors: string[];
+}
+
+export async function runUpkeep(
+  deps: { repos: Repositories; memories: Memories; logger: Logger },
+  opts: UpkeepOptions,
+  signal?: AbortSignal,
+): Promise<UpkeepResult> {
+  const r: UpkeepResult = { users: 0, duplicates: 0, nearDuplicates: 0, reembedded: 0, requestsPruned: 0, errors: [] };
+  const step = async (name: string, fn: () => Promise<void>) => {
+    signal?.throwIfAborted();
+    try {
+      await fn();
+    } catch (err) {
+      if (signal?.aborted) throw err;
+      r.errors.push(`${name}: ${(err as Error)?.message ?? String(err)}`);
+      deps.logger.warn("upkeep step failed", { step: name, error: (err as Error)?.message ?? String(err) });
+    }
+  };
+
+  await step("dedupe", async () => {
+    for (let after: string | undefined; ; ) {
+      const users = await deps.repos.memories.usersWithMemories(after, 100);
+      if (users.length === 0) break;
+      for (const u of users) {
+        const d = await deps.memories.dedupe(u, opts.nearDuplicateScore ?? 0.95, signal);
+        r.users++;
+        r.duplicates += d.exact;
+        r.nearDuplicates += d.near;
+      }
+      after = users[users.length - 1];
+    }
+  });
+  await step("reembed", async () => {
+    r.reembedded = await deps.memories.reembed(32, signal);
+  });
+  await step("retention", async () => {
+    if (opts.retentionDays <= 0) return;
+    r.requestsPruned = await deps.repos.requests.pruneFinishedBefore(new Date(Date.now() - opts.retentionDays * 86_400_000));
+  });
+  deps.logger.info("upkeep done", { ...r });
+  return r;
+}

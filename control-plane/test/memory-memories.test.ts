@@ -1,0 +1,185 @@
+// The Memories service with real parts: PGlite with pgvector (rows and
+// vectors in the same embedded database) and a jota-inference serving the
+// tiny embedding model. What is checked is the promise to the user: every
+// memory row has exactly its vector, a forgotten memory is never found
+// again, duplicates are not kept, a model change re-embeds everything.
+import assert from "node:assert/strict";
+import { openDatabase, type Database } from "../src/db/database";
+import { NotFoundError } from "../src/db/repositories";
+import type { EnginePool } from "../src/engines/pool";
+import type { EngineProcess } from "../src/engines/process";
+import { silentLogger } from "../src/log";
+import { embedTexts } from "../src/memory/embedder";
+import { InvalidMemoryError, Memories, MEMORY_KIND, memorySource } from "../src/memory/memories";
+import { PgVectorStore } from "../src/memory/vector";
+import { collectionName } from "../src/memory/vector/store";
+import { poolOf, startEmbedEngine } from "./helpers/jobs";
+import { freshPgliteDir } from "./helpers/postgres-backends";
+
+describe("memory: what Jota remembers about a user", function () {
+  this.timeout(120_000);
+  let engine: EngineProcess;
+  let pool: EnginePool;
+  let db: Database;
+  let store: PgVectorStore;
+  let memories: Memories;
+  let collection: string;
+
+  before(async () => {
+    engine = await startEmbedEngine();
+    pool = await poolOf([engine.address!]);
+    const dir = await freshPgliteDir();
+    db = await openDatabase({ dataDir: dir, logger: silentLogger });
+    store = await PgVectorStore.open({ dataDir: dir });
+    memories = new Memories(db.repos, store, pool);
+    collection = (await embedTexts(pool, ["probe"])).collection;
+  });
+  after(async () => {
+    await store?.close();
+    await db?.close();
+    pool?.close();
+    await engine?.stop();
+  });
+
+  const newUser = async (name: string) => (await db.repos.users.create({ username: name })).id;
+  /** The user's memory points in the current collection. */
+  const points = (userId: string, source?: string) => store.count(collection, { userId, kind: MEMORY_KIND, ...(source ? { source } : {}) });
+
+  it("add: a row and its vector, found first by its own text; the same text again is the same memory", async () => {
+    const u = await newUser("ana");
+    const { memory, created } = await memories.add(u, { text: "  Ana  prefers tea\nto coffee ", origin: "user" });
+    assert.equal(created, true);
+    assert.equal(memory.text, "Ana prefers tea to coffee", "white space collapsed");
+    assert.equal(memory.collection, collection);
+    assert.equal((await db.repos.memories.get(u, memory.id)).collection, collection, "the row records where its vector is");
+    assert.equal(await points(u), 1);
+
+    const found = await memories.search(u, "Ana prefers tea to coffee", 3);
+    assert.equal(found[0]?.memory.id, memory.id);
+    assert.ok(found[0]!.score > 0.999, `own text scores ~1 (${found[0]!.score})`);
+
+    const again = await memories.add(u, { text: "ANA PREFERS TEA   TO COFFEE" });
+    assert.equal(again.created, false);
+    assert.equal(again.memory.id, memory.id);
+    assert.equal(await points(u), 1, "no second vector");
+    assert.equal((await db.repos.memories.list(u)).items.length, 1, "no second row");
+  });
+
+  it("refuses text that is no fact, writing nothing", async () => {
+    const u = await newUser("bad");
+    for (const text of ["", "   \n ", "x".repeat(501), 42 as unknown as string])
+      await assert.rejects(memories.add(u, { text }), InvalidMemoryError, JSON.stringify(text).slice(0, 20));
+    assert.equal((await db.repos.memories.list(u)).items.length, 0);
+    assert.equal(await points(u), 0);
+  });
+
+  it("update: the new text replaces the vector under the same id", async () => {
+    const u = await newUser("ben");
+    const { memory } = await memories.add(u, { text: "Ben lives in Madrid" });
+    const updated = await memories.update(u, memory.id, "Ben lives in Sevilla since 2024");
+    assert.equal(updated.id, memory.id);
+    assert.equal(updated.text, "Ben lives in Sevilla since 2024");
+    assert.equal(updated.collection, collection);
+    assert.equal(await points(u), 1, "one vector, replaced");
+    const [top] = await store.query(collection, (await embedTexts(pool, ["Ben lives in Sevilla since 2024"])).vectors[0]!, { topK: 1, filter: { userId: u } });
+    assert.equal(top?.id, memory.id);
+    assert.equal(top?.payload.text, "Ben lives in Sevilla since 2024", "the stored payload is the new text");
+    assert.ok(top!.score > 0.999);
+  });
+
+  it("delete: the vector and the row go; another user's id is not found and deletes nothing", async () => {
+    const u = await newUser("cai");
+    const other = await newUser("dan");
+    const { memory: keep } = await memories.add(u, { text: "Cai has a dog called Rufo" });
+    const { memory: gone } = await memories.add(u, { text: "Cai plays the violin" });
+    await assert.rejects(memories.delete(other, gone.id), NotFoundError);
+    assert.equal(await points(u), 2);
+
+    await memories.delete(u, gone.id);
+    await assert.rejects(db.repos.memories.get(u, gone.id), NotFoundError);
+    assert.equal(await points(u, memorySource(gone.id)), 0, "its vector is gone");
+    const found = await memories.search(u, "Cai plays the violin", 5);
+    assert.deepEqual(
+      found.map((f) => f.memory.id),
+      [keep.id],
+      "never found again",
+    );
+    await assert.rejects(memories.delete(u, gone.id), NotFoundError);
+  });
+
+  it("deleteAll: everything of the user, nothing of anyone else's", async () => {
+    const u = await newUser("eva");
+    const other = await newUser("fer");
+    for (const t of ["Eva runs on Sundays", "Eva is allergic to nuts", "Eva's sister is Lola"]) await memories.add(u, { text: t });
+    await memories.add(other, { text: "Fer likes chess" });
+    assert.equal(await memories.deleteAll(u), 3);
+    assert.equal((await db.repos.memories.list(u)).items.length, 0);
+    assert.equal(await points(u), 0);
+    assert.equal(await points(other), 1);
+    assert.equal((await memories.search(other, "Fer likes chess", 1))[0]?.memory.text, "Fer likes chess");
+  });
+
+  it("search never crosses users", async () => {
+    const a = await newUser("gil");
+    const b = await newUser("hao");
+    await memories.add(a, { text: "Gil's bank PIN hint is the cat's birthday" });
+    assert.deepEqual(await memories.search(b, "Gil's bank PIN hint is the cat's birthday", 5), []);
+  });
+
+  it("reembed: rows never embedded or embedded by another model get the current model's vector and lose the old one", async () => {
+    const u = await newUser("ivo");
+    const dim = (await embedTexts(pool, ["x"])).dimensions;
+    // A row whose embedding never happened (a crash between the row and its vector).
+    const bare = await db.repos.memories.create(u, { text: "Ivo works night shifts" });
+    // A row whose vector came from another model, in that model's collection.
+    const old = await db.repos.memories.create(u, { text: "Ivo's car is a red Seat" });
+    const oldInfo = await store.ensureCollection("retired-model", dim);
+    const vector = Array.from({ length: dim }, (_, i) => Math.sin(i + 1));
+    await store.upsert(oldInfo.name, [{ id: old.id, vector, payload: { userId: u, kind: MEMORY_KIND, source: memorySource(old.id), text: old.text } }]);
+    assert.ok(await db.repos.memories.setEmbedded(u, old.id, old.text, "retired-model", oldInfo.name));
+    assert.equal(oldInfo.name, collectionName("retired-model", dim));
+
+    const n = await memories.reembed();
+    assert.ok(n >= 2, `both re-embedded (${n})`);
+    for (const id of [bare.id, old.id]) {
+      const row = await db.repos.memories.get(u, id);
+      assert.equal(row.collection, collection);
+      assert.equal(await points(u, memorySource(id)), 1);
+    }
+    assert.equal(await store.count(oldInfo.name, { userId: u }), 0, "the old model's vector is gone");
+    assert.equal((await memories.search(u, "Ivo's car is a red Seat", 1))[0]?.memory.id, old.id);
+    assert.equal(await memories.reembed(), 0, "nothing left to do");
+  });
+
+  it("dedupe: the same text kept once; near-duplicates by the threshold on their real embeddings; the newest stays", async () => {
+    const u = await newUser("jon");
+    // Rows written straight (add() would refuse the duplicate), then embedded.
+    const first = await db.repos.memories.create(u, { text: "Jon drinks green tea" });
+    await new Promise((r) => setTimeout(r, 5));
+    const dup = await db.repos.memories.create(u, { text: "jon  drinks GREEN tea" });
+    await new Promise((r) => setTimeout(r, 5));
+    const a = await db.repos.memories.create(u, { text: "Jon has two daughters" });
+    await new Promise((r) => setTimeout(r, 5));
+    const b = await db.repos.memories.create(u, { text: "Jon has two daughters." });
+    await memories.reembed();
+    assert.equal(await points(u), 4);
+
+    const [va, vb, vd] = (await embedTexts(pool, [a.text, b.text, dup.text])).vectors;
+    const dot = (x: number[], y: number[]) => x.reduce((s, v, i) => s + v * y[i]!, 0);
+    const cos = dot(va!, vb!);
+    assert.ok(cos < 0.999999, `the two texts embed differently (${cos})`);
+    // The test's premise: the near pair is nearer than either is to the tea fact.
+    assert.ok(Math.max(dot(vd!, va!), dot(vd!, vb!)) < cos - 1e-4, "the near pair is the most similar pair");
+
+    // A threshold just above their similarity: only the exact duplicate goes (the older of the two).
+    assert.deepEqual(await memories.dedupe(u, cos + 1e-4), { exact: 1, near: 0 });
+    const left = (await db.repos.memories.all(u)).map((m) => m.id).sort();
+    assert.deepEqual(left, [dup.id, a.id, b.id].sort(), "of the same text, the newest stays");
+    assert.equal(await points(u, memorySource(first.id)), 0);
+
+    // Just below: the older of the near pair goes too.
+    assert.deepEqual(await memories.dedupe(u, cos - 1e-4), { exact: 0, near: 1 });
+    assert.deepEqual((await db.repos.memories.all(u)).map((m) => m.id).sort(), [dup.id, b.id].sort());
+    assert.equal(await points(u), 2, "every row still has exactly its vector");
+  });
+});
