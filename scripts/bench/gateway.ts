@@ -4,7 +4,8 @@
 //      - direct: the same GenerateRequest sent straight to the engine (the
 //        messages a turn sends: Jota's system prompt, then the user's),
 //      - ws: a `message` frame on /api/v1/ws/chat/{user_id},
-//      - sse: POST /v1/chat/completions with stream: true;
+//      - sse: POST /v1/chat/completions with stream: true (read with
+//        node:http, as cheap per chunk as the ws and grpc-js clients);
 //      each run is the first turn of a new conversation (no KV cache either
 //      way), greedy, max_tokens GEN; a user message that makes the model
 //      generate all GEN tokens is chosen once, before measuring;
@@ -19,6 +20,7 @@
 // The last line of output is one JSON object with the figures.
 import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
+import http from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
@@ -112,20 +114,27 @@ const indexedRate = (r: { arrivals: { at: number; index: number }[]; completion:
   );
 
 async function sse(url: string, key: string, content: string): Promise<Run> {
-  const res = await fetch(`${url}/v1/chat/completions`, {
-    method: "POST",
-    headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
-    body: JSON.stringify({ model: "jota", messages: [{ role: "user", content }], max_tokens: GEN, temperature: 0, stream: true, stream_options: { include_usage: true } }),
+  // node:http, not fetch: the client shares the machine's cores with the engine, and fetch's web
+  // streams cost it several times the CPU per chunk of Node's own streams (what ws and grpc-js use).
+  const body = JSON.stringify({ model: "jota", messages: [{ role: "user", content }], max_tokens: GEN, temperature: 0, stream: true, stream_options: { include_usage: true } });
+  const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+    const req = http.request(`${url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json", "content-length": Buffer.byteLength(body) } }, resolve);
+    req.on("error", reject);
+    req.end(body);
   });
-  if (res.status !== 200) throw new Error(`SSE ${res.status}: ${await res.text()}`);
+  if (res.statusCode !== 200) {
+    let text = "";
+    for await (const c of res) text += c;
+    throw new Error(`SSE ${res.statusCode}: ${text}`);
+  }
+  res.setEncoding("utf8");
   const arrivals: { at: number; tokens: number }[] = [];
   let text = "";
   let completion = 0;
   let buf = "";
-  const decoder = new TextDecoder();
-  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+  for await (const chunk of res as AsyncIterable<string>) {
     const at = performance.now();
-    buf += decoder.decode(chunk, { stream: true });
+    buf += chunk;
     let nl: number;
     while ((nl = buf.indexOf("\n\n")) >= 0) {
       const event = buf.slice(0, nl).trim();
@@ -165,6 +174,9 @@ async function startGatewayProcess(dataDir: string, engineAddress: string): Prom
       JOTA_RATE_LIMIT: "1000000",
       JOTA_RATE_BURST: "100000",
       JOTA_MAX_STREAMS: String(CLIENTS * 2),
+      // What is measured is the gateway's streaming path: no background memory extraction after each
+      // measured turn (it would generate on the same engine while the next runs are timed).
+      JOTA_MEMORY_EXTRACTION: "off",
       JOTA_LOG_LEVEL: "info", // the "listening" line is info
     },
     stdio: ["ignore", "pipe", "pipe"],
