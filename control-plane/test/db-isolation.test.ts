@@ -14,6 +14,7 @@ interface Owned {
   deviceId: string;
   deviceTokenId: string;
   documentId: string;
+  memoryId: string;
 }
 
 async function seed(repos: Repositories, username: string): Promise<Owned> {
@@ -25,6 +26,9 @@ async function seed(repos: Repositories, username: string): Promise<Owned> {
   const device = await repos.devices.create(user.id, { name: "kitchen" });
   const { token } = await repos.devices.issueToken(user.id, device.id);
   const doc = await repos.documents.queue(user.id, { source: "notes.md", mediaType: "text/markdown", bytes: 10, jobId: "job-1" });
+  // The turn cited the document (what eraseSource erases).
+  await repos.requests.record(user.id, request.id, { sources: [{ id: "notes.md#0", source: "notes.md", kind: "document", text: `secret of ${username}`, score: 1 }] });
+  const memory = await repos.memories.create(user.id, { text: `secret fact of ${username}` });
   return {
     userId: user.id,
     conversationId: conv.id,
@@ -35,6 +39,7 @@ async function seed(repos: Repositories, username: string): Promise<Owned> {
     deviceId: device.id,
     deviceTokenId: token.id,
     documentId: doc.id,
+    memoryId: memory.id,
   };
 }
 
@@ -49,6 +54,8 @@ const CASES: Record<string, Record<string, [Outcome, (r: Repositories, intruder:
     rename: ["not found", (r, i, v) => r.conversations.rename(i, v.conversationId, "mine")],
     setAffinity: ["not found", (r, i, v) => r.conversations.setAffinity(i, v.conversationId, "x:1")],
     setSummary: ["not found", (r, i, v) => r.conversations.setSummary(i, v.conversationId, "s", v.messageId)],
+    replaceSummary: ["empty", async (r, i, v) => ((await r.conversations.replaceSummary(i, v.conversationId, null, "s", v.messageId)) ? ["replaced"] : [])],
+    advanceMemories: ["empty", async (r, i, v) => ((await r.conversations.advanceMemories(i, v.conversationId, null, v.messageId)) ? ["advanced"] : [])],
     delete: ["not found", (r, i, v) => r.conversations.delete(i, v.conversationId)],
   },
   messages: {
@@ -56,6 +63,7 @@ const CASES: Record<string, Record<string, [Outcome, (r: Repositories, intruder:
     get: ["not found", (r, i, v) => r.messages.get(i, v.messageId)],
     list: ["empty", async (r, i, v) => (await r.messages.list(i, v.conversationId)).items],
     recent: ["empty", (r, i, v) => r.messages.recent(i, v.conversationId, 10)],
+    after: ["empty", (r, i, v) => r.messages.after(i, v.conversationId, null, 10)],
     setTokens: ["not found", (r, i, v) => r.messages.setTokens(i, v.messageId, 1)],
     ofRequest: ["empty", (r, i, v) => r.messages.ofRequest(i, v.requestId)],
     ofRequests: ["empty", (r, i, v) => r.messages.ofRequests(i, [v.requestId])],
@@ -68,6 +76,15 @@ const CASES: Record<string, Record<string, [Outcome, (r: Repositories, intruder:
     setRoute: ["not found", (r, i, v) => r.requests.setRoute(i, v.requestId, { route: "CHAT", source: "RULE" })],
     get: ["not found", (r, i, v) => r.requests.get(i, v.requestId)],
     list: ["empty", async (r, i, v) => (await r.requests.list(i, { conversationId: v.conversationId })).items],
+    // The intruder's own turn cites a source of the same name: only theirs may be erased.
+    eraseSource: [
+      "empty",
+      async (r, i, v) => {
+        await r.requests.eraseSource(i, "notes.md");
+        const victim = (await r.requests.get(v.userId, v.requestId)).sources as { text: string }[];
+        return victim[0]!.text === "secret of victim" ? [] : ["the victim's citation was erased"];
+      },
+    ],
   },
   toolCalls: {
     create: ["not found", (r, i, v) => r.toolCalls.create(i, v.requestId, { name: "t", arguments: {} })],
@@ -100,9 +117,27 @@ const CASES: Record<string, Record<string, [Outcome, (r: Repositories, intruder:
     list: ["empty", async (r, i) => (await r.documents.list(i)).items.filter((d) => d.userId !== i)],
     delete: ["not found", (r, i, v) => r.documents.delete(i, v.documentId)],
   },
+  memories: {
+    create: ["empty", async (r, i) => (await r.memories.list(i)).items.filter((m) => m.userId !== i)],
+    get: ["not found", (r, i, v) => r.memories.get(i, v.memoryId)],
+    byIds: ["empty", (r, i, v) => r.memories.byIds(i, [v.memoryId])],
+    sameText: ["empty", async (r, i) => ((await r.memories.sameText(i, "secret fact of victim")) ? ["found the victim's"] : [])],
+    list: ["empty", async (r, i) => (await r.memories.list(i)).items.filter((m) => m.userId !== i)],
+    update: ["not found", (r, i, v) => r.memories.update(i, v.memoryId, "injected")],
+    setEmbedded: ["empty", async (r, i, v) => ((await r.memories.setEmbedded(i, v.memoryId, "secret fact of victim", "m", "c")) ? ["set"] : [])],
+    all: ["empty", async (r, i) => (await r.memories.all(i)).filter((m) => m.userId !== i)],
+    deleteMany: ["empty", async (r, i, v) => ((await r.memories.deleteMany(i, [v.memoryId])) ? ["deleted"] : [])],
+    delete: ["not found", (r, i, v) => r.memories.delete(i, v.memoryId)],
+  },
 };
 /** Not scoped by a user, by design (see repositories/index.ts). */
-const UNSCOPED: Record<string, string[]> = { apiKeys: ["authenticate", "ownerOf"], devices: ["authenticate"] };
+const UNSCOPED: Record<string, string[]> = {
+  apiKeys: ["authenticate", "ownerOf"],
+  devices: ["authenticate"],
+  // The nightly upkeep's, across users by design (memory/upkeep.ts).
+  requests: ["pruneFinishedBefore"],
+  memories: ["notIn", "usersWithMemories"],
+};
 
 describeBackends("per-user isolation", (fx) => {
   it("covers every method of every user-data repository", async () => {
@@ -142,6 +177,9 @@ describeBackends("per-user isolation", (fx) => {
     assert.equal((await db.repos.devices.listTokens(victim.userId, victim.deviceId))[0]!.revokedAt, null);
     const doc = await db.repos.documents.get(victim.userId, victim.documentId);
     assert.deepEqual([doc.status, doc.chunks, doc.error], ["QUEUED", null, null]);
+    const mem = await db.repos.memories.get(victim.userId, victim.memoryId);
+    assert.deepEqual([mem.text, mem.collection], ["secret fact of victim", null]);
+    assert.equal(conv.memoriesThroughId, null);
   });
 
   it("the database itself refuses a row pointing at another user's parent", async () => {

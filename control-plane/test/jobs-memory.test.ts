@@ -41,7 +41,7 @@ describe("jobs: memory extraction, summaries and upkeep through the queue", func
     store = await PgVectorStore.open({ dataDir: dir });
     pool = await servingPool([engine.address!]);
     memories = new Memories(db.repos, store, pool);
-    queue = new MemoryQueue({ connection: redis.connection, extractDelayMs: 3000, backoffMs: 10 });
+    queue = new MemoryQueue({ connection: redis.connection, extractDelayMs: 6000, backoffMs: 10 });
     worker = startMemoryWorker({ connection: redis.connection, repos: db.repos, memories, pool, logger: silentLogger });
   });
   after(async () => {
@@ -73,7 +73,7 @@ describe("jobs: memory extraction, summaries and upkeep through the queue", func
   });
 
   it("a burst of turns: the first extraction reads them all, the later ones find nothing new", async () => {
-    // Three short turns take well under the 3 s delay: the first job runs after all three.
+    // Three 8-token turns take well under the 6 s delay, even on a loaded machine: the first job runs after all three.
     const ids = await userWithConversation(db, "burst");
     const jobIds: string[] = [];
     for (const content of ["Trabajo de enfermera en el turno de noche.", "Mi hermana se llama Irene.", "Los jueves voy a nadar."]) {

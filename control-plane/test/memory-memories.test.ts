@@ -87,6 +87,26 @@ describe("memory: what Jota remembers about a user", function () {
     assert.ok(top!.score > 0.999);
   });
 
+  it("corrections racing each other and a delete racing a correction: every row ends with exactly its own text's vector", async () => {
+    const u = await newUser("race");
+    for (let round = 0; round < 5; round++) {
+      const { memory } = await memories.add(u, { text: `Race fact ${round}` });
+      // Two corrections at once: whichever row write wins, its vector must be the one stored.
+      await Promise.all([memories.update(u, memory.id, `Race fact ${round}, first correction`), memories.update(u, memory.id, `Race fact ${round}, second correction`)]);
+      const row = await db.repos.memories.get(u, memory.id);
+      const [top] = await store.query(collection, (await embedTexts(pool, [row.text])).vectors[0]!, { topK: 1, filter: { userId: u, source: memorySource(memory.id) } });
+      assert.equal(top?.payload.text, row.text, `round ${round}: the stored vector is the row's text`);
+      assert.equal(row.collection, collection);
+
+      // A delete and a correction at once: if the row is gone, so is every vector of it.
+      await Promise.allSettled([memories.delete(u, memory.id), memories.update(u, memory.id, `Race fact ${round}, late correction`)]);
+      const left = await db.repos.memories.byIds(u, [memory.id]);
+      assert.equal(await points(u, memorySource(memory.id)), left.length, `round ${round}: ${left.length} row(s), as many vectors`);
+      if (left.length === 1) await memories.delete(u, memory.id);
+    }
+    assert.equal(await points(u), 0);
+  });
+
   it("delete: the vector and the row go; another user's id is not found and deletes nothing", async () => {
     const u = await newUser("cai");
     const other = await newUser("dan");

@@ -96,6 +96,8 @@ describe("documents: HTML and PDF uploads", function () {
     for (const gone of ["script-que-no-debe-estar", "display: none", "Portada", "Menú-de-navegación", "<p>", "<h1>"])
       assert.ok(!all.includes(gone), `${gone} is not in the chunks`);
     assert.ok(chunks.every((c) => c.title === "Manual de la caldera" && c.kind === "document"), JSON.stringify(chunks.map((c) => c.title)));
+    assert.equal(up.json.document.title, null, "uploaded without a title");
+    assert.equal(doc.title, "Manual de la caldera", "the document is titled by its <title> once ingested");
   });
 
   it("a PDF as data_base64: each page's text in the chunks, the PDF's Title as the title; the same PDF as a multipart file is the same job", async () => {

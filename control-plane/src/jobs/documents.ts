@@ -22,7 +22,7 @@ export function documentTracker(documents: DocumentRepository, store: VectorStor
       await documents.failed(o.userId, o.source, o.jobId, o.reason);
       return;
     }
-    if (await documents.ready(o.userId, o.source, o.jobId, o.result.chunks, o.result.collection)) return;
+    if (await documents.ready(o.userId, o.source, o.jobId, o.result.chunks, o.result.collection, o.result.title)) return;
     if (await documents.bySource(o.userId, o.source)) return; // a newer upload of the source: its own job replaces these chunks
     await store.deleteBySource(o.userId, o.result.collection, o.source).catch((err: unknown) => {
       if (!(err instanceof UnknownDocumentError)) throw err;

@@ -5,16 +5,16 @@
 //   read for durable facts (memory/extraction.ts). Delayed a little
 //   (JOTA_MEMORY_DELAY_MS) so that a burst of turns is read in one job: the
 //   first job reads everything up to then, the later ones find nothing new
-//   and end at once. Id: extract:<conversation>:<request>.
+//   and end at once. Id: extract-<conversation>-<request>.
 // - summarize: a turn whose history no longer fit asks for a summary
-//   (memory/summaries.ts). Id: summarize:<conversation>:<through message>,
+//   (memory/summaries.ts). Id: summarize-<conversation>-<through message>,
 //   so the turns that follow, trimming the same, make no second job.
 // - upkeep: nightly (memory/upkeep.ts), a repeatable job at JOTA_UPKEEP_AT.
 //
 // Every job has three attempts with exponential backoff; bad input or output
 // that retrying cannot change fails at once (UnrecoverableError). Finished
 // jobs stay readable for a day.
-import { Queue, UnrecoverableError, Worker, type Job } from "bullmq";
+import { Queue, UnrecoverableError, WaitingError, Worker, type Job } from "bullmq";
 import type { Redis } from "ioredis";
 import type { Repositories } from "../db/repositories";
 import type { EnginePool } from "../engines/pool";
@@ -74,14 +74,14 @@ export class MemoryQueue {
 
   /** Reads the conversation's new messages for memories, after the delay. */
   async extract(job: ExtractionJob & { requestId: string }): Promise<string> {
-    const id = `extract:${job.conversationId}:${job.requestId}`;
+    const id = `extract-${job.conversationId}-${job.requestId}`;
     await this.queue.add("extract", { userId: job.userId, conversationId: job.conversationId }, { jobId: id, delay: this.extractDelayMs });
     return id;
   }
 
   /** Summarizes the conversation through message `throughId` (once per message). */
   async summarize(job: SummaryJob): Promise<string> {
-    const id = `summarize:${job.conversationId}:${job.throughId}`;
+    const id = `summarize-${job.conversationId}-${job.throughId}`;
     await this.queue.add("summarize", job, { jobId: id });
     return id;
   }
@@ -122,7 +122,8 @@ export interface MemoryWorker {
 export function startMemoryWorker(opts: MemoryWorkerOptions): MemoryWorker {
   const logger = opts.logger.child({ component: "memory-worker" });
   const deps = { repos: opts.repos, memories: opts.memories, pool: opts.pool, logger };
-  const processor = async (job: MemoryJob, _token: string | undefined, signal: AbortSignal | undefined): Promise<MemoryJobResult> => {
+  let closing = false;
+  const processor = async (job: MemoryJob, token: string | undefined, signal: AbortSignal | undefined): Promise<MemoryJobResult> => {
     try {
       switch (job.name) {
         case "extract":
@@ -139,6 +140,11 @@ export function startMemoryWorker(opts: MemoryWorkerOptions): MemoryWorker {
           throw new UnrecoverableError(`unknown memory job "${String(job.name)}"`);
       }
     } catch (err) {
+      if (closing && signal?.aborted) {
+        // Back to the queue, this attempt not counted (as ingestion does: worker.ts).
+        await job.moveToWait(token).catch((e: Error) => logger.warn("cannot put the aborted job back; it will be found stalled", { job: job.id, error: e.message }));
+        throw new WaitingError();
+      }
       // A prompt that cannot fit is the same prompt on the next attempt.
       if (err instanceof PromptDoesNotFitError) throw new UnrecoverableError(err.message);
       throw err;
@@ -171,6 +177,7 @@ export function startMemoryWorker(opts: MemoryWorkerOptions): MemoryWorker {
     worker,
     close: () =>
       (closed ??= (async () => {
+        closing = true;
         worker.cancelAllJobs("worker closing");
         await worker.close();
       })()),

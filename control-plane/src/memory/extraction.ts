@@ -3,20 +3,23 @@
 // stored memories and answers, constrained by a JSON schema, with operations:
 // ADD a new fact, UPDATE a stored one (by the short number it was shown
 // under), DELETE one the conversation contradicts. Jota applies them to the
-// user's memories (memories.ts), then moves the conversation's extraction
-// cursor past the messages it read.
+// user's memories (memories.ts); the conversation's extraction cursor says
+// which messages have been read.
 //
-// The model's output is never trusted beyond its shape: the schema bounds it
-// (at most 5 operations, 160 characters a fact), numbers that name no shown
-// memory are ignored, facts are cleaned and deduplicated like any memory. An
-// output cut short or not parseable applies nothing; the messages still count
-// as read (a greedy model would answer the same again).
+// Only the newest 20 messages after the cursor are read, and the cursor is
+// claimed before the model runs (a failure before anything is applied gives
+// it back for the retry). The model's output is never trusted beyond its
+// shape: the schema bounds it (at most 5 operations, 160 characters a fact),
+// numbers that name no shown memory are ignored, facts are cleaned and
+// deduplicated like any memory. An output cut short or not parseable applies
+// nothing; the messages still count as read (a greedy model would answer the
+// same again).
 import type { Memory, Message } from "@prisma/client";
 import type { Repositories } from "../db/repositories";
 import { NotFoundError } from "../db/repositories/errors";
 import type { EnginePool } from "../engines/pool";
 import type { Logger } from "../log";
-import { generateFitted } from "./llm";
+import { generateFitted, PromptDoesNotFitError } from "./llm";
 import { InvalidMemoryError, Memories } from "./memories";
 
 export const EXTRACTION_SCHEMA = {
@@ -161,24 +164,44 @@ export async function extractMemories(deps: ExtractionDeps, job: ExtractionJob, 
     throw err;
   }
   const cursor = conversation.memoriesThroughId;
-  const fresh = await repos.messages.after(job.userId, job.conversationId, cursor, 200);
+  // The newest messages after the cursor: a conversation that grew by more than the window while
+  // extraction was off (or behind) is read from its recent end, not from where it stopped.
+  const recent = await repos.messages.recent(job.userId, job.conversationId, 2 * MAX_MESSAGES);
+  const at = cursor ? recent.findIndex((m) => m.id === cursor) : -1;
+  const fresh = recent.slice(at + 1);
   if (fresh.length === 0) return { ...result, skipped: "no new messages" };
   const last = fresh[fresh.length - 1]!;
   const said = fresh.filter((m) => ROLE[m.role]).slice(-MAX_MESSAGES);
   const userText = said.filter((m) => m.role === "USER").map((m) => m.content).join("\n").slice(-2000);
 
-  if (userText.trim() !== "") {
+  // Claimed first: of two extractions racing over the same messages, the second finds the cursor moved and
+  // applies nothing. A failure before the operations are applied gives the messages back (for the retry).
+  if (!(await repos.conversations.advanceMemories(job.userId, job.conversationId, cursor, last.id)))
+    return { ...result, skipped: "another extraction read these messages" };
+  if (userText.trim() === "") return result;
+  let applying = false;
+  try {
     const shown = (await memories.search(job.userId, userText, SHOWN_MEMORIES)).map((s) => s.memory);
-    const known = shown.length === 0 ? "(nothing yet)" : shown.map((m, i) => `${i + 1}. ${m.text}`).join("\n");
-    const out = await generateFitted(
-      deps.pool,
-      said.length,
-      (n) => [
-        { role: "system", content: SYSTEM },
-        { role: "user", content: `Already remembered:\n${known}\n\nConversation:\n${said.slice(-n).map(quote).join("\n")}` },
-      ],
-      { maxTokens: MAX_OUTPUT_TOKENS, jsonSchema: EXTRACTION_SCHEMA, signal },
-    );
+    // Fewer messages quoted, fewer memories shown: a prompt that must shrink to fit shrinks in both.
+    const shownFor = (n: number) => shown.slice(0, Math.min(shown.length, Math.max(1, Math.ceil((n * SHOWN_MEMORIES) / MAX_MESSAGES))));
+    const known = (list: Memory[]) => (list.length === 0 ? "(nothing yet)" : list.map((m, i) => `${i + 1}. ${m.text}`).join("\n"));
+    let out;
+    try {
+      out = await generateFitted(
+        deps.pool,
+        said.length,
+        (n) => [
+          { role: "system", content: SYSTEM },
+          { role: "user", content: `Already remembered:\n${known(shownFor(n))}\n\nConversation:\n${said.slice(-n).map(quote).join("\n")}` },
+        ],
+        { maxTokens: MAX_OUTPUT_TOKENS, jsonSchema: EXTRACTION_SCHEMA, signal },
+      );
+    } catch (err) {
+      // The same prompt on every retry: these messages are left unread, the next ones will be read.
+      if (!(err instanceof PromptDoesNotFitError)) throw err;
+      deps.logger.warn("memory extraction skipped messages that do not fit the engine's context", { conversationId: job.conversationId, error: err.message });
+      return { ...result, invalidOutput: err.message };
+    }
     result.read = out.used;
     let ops: Operation[] = [];
     if (out.finish === "length") result.invalidOutput = `cut at ${MAX_OUTPUT_TOKENS} tokens`;
@@ -190,11 +213,12 @@ export async function extractMemories(deps: ExtractionDeps, job: ExtractionJob, 
       }
     if (result.invalidOutput) deps.logger.warn("memory extraction output unusable; nothing applied", { conversationId: job.conversationId, reason: result.invalidOutput });
     const requestId = [...said].reverse().find((m) => m.role === "USER")?.requestId ?? undefined;
-    Object.assign(result, await applyOperations(memories, { userId: job.userId, conversationId: job.conversationId, requestId }, shown, ops, signal));
+    applying = true;
+    Object.assign(result, await applyOperations(memories, { userId: job.userId, conversationId: job.conversationId, requestId }, shownFor(out.used), ops, signal));
+    return result;
+  } catch (err) {
+    // Nothing applied yet (the search or the generation failed): the retry reads these messages again.
+    if (!applying) await repos.conversations.advanceMemories(job.userId, job.conversationId, last.id, cursor).catch(() => false);
+    throw err;
   }
-  // Applied first, then the cursor: a retry after a failure re-reads the same messages (adds are
-  // deduplicated). Of two extractions racing over the same messages, the second finds it moved.
-  if (!(await repos.conversations.advanceMemories(job.userId, job.conversationId, cursor, last.id)))
-    return { ...result, skipped: "another extraction read these messages" };
-  return result;
 }

@@ -105,22 +105,33 @@ export class Memories {
 
   /** Forgets one memory (NotFoundError if it is not the user's), and its text in the turns that cited it. */
   async delete(userId: string, id: string): Promise<Memory> {
-    const row = await this.rows.get(userId, id);
+    return this.#forget(await this.rows.get(userId, id), true);
+  }
+
+  /**
+   * The vector, then the citations (a failure there leaves the row, so the
+   * caller can try again), then the row; then the vector once more: a
+   * correction racing this delete may have stored one meanwhile (under the
+   * collection the deleted row names).
+   */
+  async #forget(row: Memory, eraseCitations: boolean): Promise<Memory> {
     await this.#dropVector(row);
-    const gone = await this.rows.delete(userId, id);
-    await this.eraseCitations(userId, memorySource(id));
+    if (eraseCitations) await this.eraseCitations(row.userId, memorySource(row.id));
+    const gone = await this.rows.delete(row.userId, row.id);
+    await this.#dropVector(gone);
     return gone;
   }
 
   /** Forgets everything Jota remembers about the user; returns how many. */
   async deleteAll(userId: string): Promise<number> {
-    const all = await this.rows.all(userId);
-    for (const row of all) await this.#dropVector(row);
-    const n = await this.rows.deleteMany(
-      userId,
-      all.map((r) => r.id),
-    );
-    for (const row of all) await this.eraseCitations(userId, memorySource(row.id));
+    let n = 0;
+    for (const row of await this.rows.all(userId))
+      try {
+        await this.#forget(row, true);
+        n++;
+      } catch (err) {
+        if (!(err instanceof NotFoundError)) throw err; // forgotten meanwhile
+      }
     return n;
   }
 
@@ -173,7 +184,8 @@ export class Memories {
       for (const r of list) {
         signal?.throwIfAborted();
         try {
-          await this.delete(userId, r.id);
+          // The fact is still remembered (by the copy that stays): what cited this copy keeps its text.
+          await this.#forget(await this.rows.get(userId, r.id), false);
           forgotten[key]++;
         } catch (err) {
           if (!(err instanceof NotFoundError)) throw err; // erased meanwhile
@@ -197,10 +209,9 @@ export class Memories {
       const rows = (await this.rows.notIn(current, batch + skipped.size)).filter((r) => !skipped.has(r.id)).slice(0, batch);
       if (rows.length === 0) return done;
       const e = await this.embed(rows.map((r) => r.text));
-      if (e.collection !== current) {
-        current = e.collection; // the engine's model changed meanwhile: go on with the new one
-        continue;
-      }
+      // The engines' model changed meanwhile (or engines of two models share the pool): stop here rather
+      // than move rows back and forth; the next upkeep goes on with whichever model is current then.
+      if (e.collection !== current) return done;
       for (const [i, row] of rows.entries()) {
         const before = row.collection;
         const stored = await this.#storeVector(row, e, i);
@@ -213,7 +224,7 @@ export class Memories {
     }
   }
 
-  async #storeVector(row: Memory, e: Embedded, i: number): Promise<Memory> {
+  async #storeVector(row: Memory, e: Embedded, i: number, tries = 0): Promise<Memory> {
     await this.store.ensureCollection(e.model, e.dimensions);
     await this.store.upsert(e.collection, [
       {
@@ -224,10 +235,16 @@ export class Memories {
     ]);
     const embedded = await this.rows.setEmbedded(row.userId, row.id, row.text, e.model, e.collection);
     if (embedded) return embedded;
-    // The row changed or went away while its vector was written: a deleted row must not leave its vector behind.
-    const now = await this.rows.byIds(row.userId, [row.id]);
-    if (now.length === 0) await this.#dropVector({ ...row, collection: e.collection });
-    return now[0] ?? row;
+    // The row changed or went away while its vector was written: a deleted row must not leave its vector behind,
+    // and a changed one must not keep the vector of its old text (which this write may have put back over the
+    // newer one): its current text is stored again, until a write sticks.
+    const now = (await this.rows.byIds(row.userId, [row.id]))[0];
+    if (!now) {
+      await this.#dropVector({ ...row, collection: e.collection });
+      return row;
+    }
+    if (tries >= 3) return now; // still changing under us: the last writer stores its own
+    return this.#storeVector(now, await this.embed([now.text]), 0, tries + 1);
   }
 
   async #dropVector(row: Pick<Memory, "id" | "userId" | "collection">): Promise<void> {

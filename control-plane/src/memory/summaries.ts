@@ -9,13 +9,15 @@ import type { Message } from "@prisma/client";
 import type { Repositories } from "../db/repositories";
 import { NotFoundError } from "../db/repositories/errors";
 import type { EnginePool } from "../engines/pool";
-import { generateFitted } from "./llm";
+import { GenerationError, generateFitted } from "./llm";
 
 const SYSTEM = `You summarise conversations between a user and their assistant, so that the assistant can continue them without the full history.
 Write a brief summary in the language of the conversation: who the user is and what they want, facts and decisions, open questions and anything promised. Plain text, at most 150 words. Keep what the earlier summary says unless the new messages change it.`;
 
 /** Tokens of a summary. */
 const MAX_SUMMARY_TOKENS = 256;
+/** Messages read per query while looking for the target. */
+const PAGE = 500;
 /** Characters of one message quoted. */
 const MAX_QUOTE = 2000;
 
@@ -52,11 +54,19 @@ export async function summarizeConversation(deps: { repos: Repositories; pool: E
     throw err;
   }
   const from = conversation.summaryThroughId;
-  const after = await repos.messages.after(job.userId, job.conversationId, from, 1000);
-  const end = after.findIndex((m) => m.id === job.throughId);
+  // The messages after the current summary, through the target, a page at a time.
+  const todo: Message[] = [];
+  let found = false;
+  for (let cursor = from; !found; ) {
+    const page = await repos.messages.after(job.userId, job.conversationId, cursor, PAGE);
+    const end = page.findIndex((m) => m.id === job.throughId);
+    todo.push(...(end < 0 ? page : page.slice(0, end + 1)).filter((m) => ROLE[m.role]));
+    found = end >= 0;
+    if (page.length < PAGE) break;
+    cursor = page[page.length - 1]!.id;
+  }
   // Not after the current summary's end: already covered (or not a message of this conversation).
-  if (end < 0) return { summarized: 0, rounds: 0, chars: 0, skipped: "already summarized through that message" };
-  const todo = after.slice(0, end + 1).filter((m) => ROLE[m.role]);
+  if (!found) return { summarized: 0, rounds: 0, chars: 0, skipped: "already summarized through that message" };
 
   let summary = conversation.summary ?? "";
   let rounds = 0;
@@ -76,11 +86,13 @@ export async function summarizeConversation(deps: { repos: Repositories; pool: E
       { maxTokens: MAX_SUMMARY_TOKENS, signal },
     );
     const text = out.text.trim();
-    if (text !== "") summary = text;
+    // Nothing written would count these messages as covered by a summary that does not cover them.
+    if (text === "") throw new GenerationError(`the model wrote no summary of ${out.used} messages`);
+    summary = text;
     i += out.used;
     rounds++;
   }
-  if (summary === "") return { summarized: 0, rounds, chars: 0, skipped: "the model wrote nothing" };
+  if (summary === "") return { summarized: 0, rounds, chars: 0, skipped: "no messages to summarize" };
   // Only over the summary this one continues: a newer one written meanwhile stays.
   if (!(await repos.conversations.replaceSummary(job.userId, job.conversationId, from, summary, job.throughId)))
     return { summarized: 0, rounds, chars: summary.length, skipped: "another summary was stored meanwhile" };

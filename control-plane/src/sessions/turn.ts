@@ -49,6 +49,7 @@ import { EngineUnavailableError, type EngineLease, type EnginePool } from "../en
 import { FinishReason, type GenerateDone, type GenerateEvent, GenerateRequest, type GenerateStarted, type SamplingParams } from "../gen/jota/v1/inference";
 import type { Logger } from "../log";
 import { contextEntry, fitSources, RetrievalUnavailableError, type RetrievedSource, type Retriever } from "../memory/retrieve";
+import { MEMORY_KIND, memorySource } from "../memory/memories";
 import { decisionRecord, type IntentRouter, type RouteDecision } from "../router/router";
 import { ConversationLocks } from "./locks";
 import { buildPrompt, countMessages, DEFAULT_SYSTEM_PROMPT, PromptTooLongError, type BuiltPrompt, type PromptMessage } from "./prompt";
@@ -569,6 +570,21 @@ async function* lockedTurn(
     }
   }
 
+  /**
+   * A memory this turn cited may have been forgotten while the turn ran: its
+   * erasure could not reach a request not yet written, so it is done here.
+   */
+  async function eraseForgotten(): Promise<void> {
+    const cited = s.sources.filter((x) => x.kind === MEMORY_KIND).map((x) => x.id);
+    if (cited.length === 0) return;
+    try {
+      const alive = new Set((await repos.memories.byIds(userId, cited)).map((m) => m.id));
+      for (const id of cited) if (!alive.has(id)) await repos.requests.eraseSource(userId, memorySource(id));
+    } catch (err) {
+      log.error("could not erase a forgotten memory from the turn's sources", { error: (err as Error)?.message ?? String(err) });
+    }
+  }
+
   async function finish(o: TurnOutcome) {
     s.recorded = true;
     try {
@@ -576,6 +592,7 @@ async function* lockedTurn(
       // Counts only after a completed turn (a failed engine would only time out), and a few at a time.
       const counted = o.status === "COMPLETED" ? await measured() : s.counts?.prompt.counted ?? [];
       const stored = await repos.requests.endTurn(userId, requestId, o, counted);
+      await eraseForgotten();
       try {
         const through = s.counts?.prompt.summarizeThroughId;
         deps.afterTurn?.({ userId, conversationId: conversation.id, requestId, status: o.status, ...(through ? { summarizeThroughId: through } : {}) });

@@ -15,7 +15,17 @@
 import { Router } from "express";
 import type { Memory } from "@prisma/client";
 import { z } from "zod";
-import { EngineCallError, EngineUnavailableError, InvalidMemoryError, MAX_MEMORY_CHARS, NoEmbeddingEngineError, NotFoundError, type Memories } from "@jota/control-plane";
+import {
+  DimensionMismatchError,
+  EngineCallError,
+  EngineUnavailableError,
+  InvalidMemoryError,
+  InvalidVectorInputError,
+  MAX_MEMORY_CHARS,
+  NoEmbeddingEngineError,
+  VectorStoreError,
+  type Memories,
+} from "@jota/control-plane";
 import type { GatewayContext } from "../context";
 import { principal } from "../auth/middleware";
 import { ApiError } from "../http/errors";
@@ -140,11 +150,25 @@ async function guarded<T>(op: () => Promise<T>): Promise<T> {
     return await op();
   } catch (err) {
     if (err instanceof InvalidMemoryError) throw ApiError.validation("text", err.message);
-    if (err instanceof NotFoundError || err instanceof ApiError) throw err;
     if (err instanceof NoEmbeddingEngineError || err instanceof EngineUnavailableError || err instanceof EngineCallError)
       throw new ApiError(503, "memory_unavailable", `no engine could embed the memory: ${err.message}`, {}, { "Retry-After": "5" });
-    throw new ApiError(503, "memory_unavailable", `the vector store failed: ${(err as Error)?.message ?? String(err)}`, {}, { "Retry-After": "30" });
+    // A store that refuses what it is given (a dimension mismatch) is a fault to fix, not to wait out.
+    if (err instanceof VectorStoreError && !(err instanceof DimensionMismatchError || err instanceof InvalidVectorInputError))
+      throw new ApiError(503, "memory_unavailable", `the vector store failed: ${err.message}`, {}, { "Retry-After": "30" });
+    if (isStoreConnectionError(err)) throw new ApiError(503, "memory_unavailable", `the vector store is unreachable: ${(err as Error).message}`, {}, { "Retry-After": "30" });
+    throw err; // NotFoundError (404), and anything else: a 500 without its message
   }
+}
+
+/**
+ * The store's own transport failing (Qdrant's HTTP client, a PostgreSQL
+ * connection): an outage, unlike a bug. Errors from code, not from I/O, do
+ * not have these shapes.
+ */
+function isStoreConnectionError(err: unknown): boolean {
+  const e = err as { code?: unknown; name?: unknown; cause?: { code?: unknown } } | null;
+  const code = typeof e?.code === "string" ? e.code : typeof e?.cause?.code === "string" ? e.cause.code : "";
+  return /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|ENOTFOUND|57P01|08\w{3})$/.test(code) || e?.name === "FetchError";
 }
 
 export function memoriesRouter(ctx: GatewayContext): Router {

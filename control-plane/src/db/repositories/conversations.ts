@@ -83,10 +83,11 @@ export class ConversationRepository {
   /**
    * Moves the memory-extraction cursor from `expected` to `throughId`, only
    * if it is still at `expected`: of two extractions of the same messages,
-   * one wins and the other applies nothing. False when it lost (or the
-   * conversation is gone).
+   * one claims them and the other applies nothing. False when it lost (or
+   * the conversation is gone). An extraction that fails gives its messages
+   * back the same way (throughId = the cursor it found).
    */
-  async advanceMemories(userId: string, id: string, expected: string | null, throughId: string): Promise<boolean> {
+  async advanceMemories(userId: string, id: string, expected: string | null, throughId: string | null): Promise<boolean> {
     const { count } = await this.prisma.conversation.updateMany({
       where: { id: checkId("conversation", id), userId, memoriesThroughId: expected },
       data: { memoriesThroughId: throughId },

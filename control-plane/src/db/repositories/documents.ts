@@ -30,12 +30,17 @@ export class DocumentRepository {
     });
   }
 
-  /** The job finished: READY with its chunk count. False when the row is gone or belongs to another job now. */
-  async ready(userId: string, source: string, jobId: string, chunks: number, collection: string): Promise<boolean> {
+  /**
+   * The job finished: READY with its chunk count, and the title found in the
+   * file (an HTML <title>, a PDF's) when the upload gave none. False when the
+   * row is gone or belongs to another job now.
+   */
+  async ready(userId: string, source: string, jobId: string, chunks: number, collection: string, title?: string): Promise<boolean> {
     const { count } = await this.prisma.document.updateMany({
       where: { userId, source, jobId },
       data: { status: "READY", chunks, collection, error: null, ingestedAt: new Date() },
     });
+    if (count === 1 && title) await this.prisma.document.updateMany({ where: { userId, source, jobId, title: null }, data: { title } });
     return count === 1;
   }
 

@@ -58,6 +58,11 @@ export async function scoped<T>(entity: string, id: string, op: () => Promise<T>
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
+/** Whether `id` can name a row (a UUID). */
+export function isId(id: unknown): id is string {
+  return typeof id === "string" && UUID.test(id);
+}
+
 /** An id that is not a UUID names no row: NotFoundError, not a database error. */
 export function checkId(entity: string, id: string): string {
   if (!UUID.test(id)) throw new NotFoundError(entity, id);

@@ -6,7 +6,7 @@
 // so an update racing an embedding never leaves a row claiming a stale vector.
 import { createHash } from "node:crypto";
 import type { Memory, PrismaClient } from "@prisma/client";
-import { NotFoundError, checkId, scoped } from "./errors";
+import { NotFoundError, checkId, isId, scoped } from "./errors";
 import { keyset, type Page, type PageRequest } from "./pagination";
 
 export interface NewMemory {
@@ -46,7 +46,7 @@ export class MemoryRepository {
 
   /** The user's memories with these ids (unknown ids are left out). */
   byIds(userId: string, ids: string[]): Promise<Memory[]> {
-    const valid = ids.filter((id) => /^[0-9a-f-]{36}$/i.test(id));
+    const valid = ids.filter(isId);
     if (valid.length === 0) return Promise.resolve([]);
     return this.prisma.memory.findMany({ where: { userId, id: { in: valid } } });
   }
@@ -98,7 +98,7 @@ export class MemoryRepository {
   /** Deletes these of the user's memories; returns how many. */
   async deleteMany(userId: string, ids: string[]): Promise<number> {
     if (ids.length === 0) return 0;
-    return (await this.prisma.memory.deleteMany({ where: { userId, id: { in: ids } } })).count;
+    return (await this.prisma.memory.deleteMany({ where: { userId, id: { in: ids.filter(isId) } } })).count;
   }
 
   /**
