@@ -5,17 +5,7 @@
 // on) the extraction job reads the conversation and what it stored is what
 // the API lists.
 import assert from "node:assert/strict";
-import { api, startTestGateway, type TestGateway, type TestUser } from "./helpers/gateway";
-
-async function until<T>(what: string, ms: number, probe: () => Promise<T>, done: (v: T) => boolean): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (done(v)) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}: last ${JSON.stringify(v).slice(0, 500)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+import { api, startTestGateway, type TestGateway, type TestUser, until } from "./helpers/gateway";
 
 describe("memories: list, add, correct, forget (REST)", function () {
   this.timeout(180_000);

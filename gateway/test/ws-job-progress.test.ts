@@ -12,7 +12,7 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { markdownDocument } from "../../control-plane/test/helpers/documents";
 import { attachWebSockets, type WebSockets } from "../src/ws/server";
-import { api, startTestGateway, type TestGateway, type TestUser } from "./helpers/gateway";
+import { api, startTestGateway, type TestGateway, type TestUser, until } from "./helpers/gateway";
 import { connect, type Frame, type WsClient } from "./helpers/ws-client";
 
 const STATES = ["waiting", "active", "completed"];
@@ -58,16 +58,6 @@ function assertInOrder(frames: Frame[], what: string) {
     assert.ok(p.done <= p.total, at);
     [phase, done, total] = [ph, p.done, p.total];
     if (i > 0) assert.notDeepEqual(f.job, frames[i - 1]!.job, `a frame is sent only for a change (${at})`);
-  }
-}
-
-async function until<T>(what: string, ms: number, probe: () => Promise<T>, ok: (v: T) => boolean): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (ok(v)) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}: last ${JSON.stringify(v).slice(0, 300)}`);
-    await new Promise((r) => setTimeout(r, 100));
   }
 }
 

@@ -15,6 +15,7 @@
 // that retrying cannot change fails at once (UnrecoverableError). Finished
 // jobs stay readable for a day.
 import { Queue, UnrecoverableError, WaitingError, Worker, type Job } from "bullmq";
+import { closer, logWorkerEvents } from "./worker-events";
 import type { Redis } from "ioredis";
 import type { Repositories } from "../db/repositories";
 import type { EnginePool } from "../engines/pool";
@@ -154,32 +155,7 @@ export function startMemoryWorker(opts: MemoryWorkerOptions): MemoryWorker {
     connection: opts.connection,
     concurrency: opts.concurrency ?? 1,
   });
-  const said = new Map<string, number>();
-  worker.on("error", (err) => {
-    const now = Date.now();
-    const quiet = now - (said.get(err.message) ?? -Infinity) < 60_000;
-    if (!quiet) said.set(err.message, now);
-    (quiet ? logger.debug : logger.warn)("queue error", { error: err.message });
-  });
+  logWorkerEvents(worker, logger, "memory job", (job) => ({ job: job.id, name: job.name }));
   worker.on("completed", (job, res) => logger.info("memory job done", { job: job.id, name: job.name, ...res }));
-  worker.on("failed", (job, err) => {
-    if (!job) return;
-    const final = err instanceof UnrecoverableError || job.attemptsMade >= (job.opts.attempts ?? 1);
-    (final ? logger.error : logger.warn)(final ? "memory job failed" : "memory job attempt failed; retrying", {
-      job: job.id,
-      name: job.name,
-      attemptsMade: job.attemptsMade,
-      error: err.message,
-    });
-  });
-  let closed: Promise<void> | undefined;
-  return {
-    worker,
-    close: () =>
-      (closed ??= (async () => {
-        closing = true;
-        worker.cancelAllJobs("worker closing");
-        await worker.close();
-      })()),
-  };
+  return { worker, close: closer(worker, () => (closing = true)) };
 }

@@ -14,6 +14,7 @@
 //   have let go; the next worker starts them over. Ingestion writes nothing
 //   before its last step, so an aborted one leaves the store as it was.
 import { UnrecoverableError, WaitingError, Worker } from "bullmq";
+import { closer, logWorkerEvents } from "./worker-events";
 import type { Redis } from "ioredis";
 import type { InferenceEngineClient } from "../engines/clients";
 import type { EngineLease, EnginePool } from "../engines/pool";
@@ -130,37 +131,10 @@ export function startIngestWorker(opts: IngestWorkerOptions): IngestWorker {
     connection: opts.connection,
     concurrency: opts.concurrency ?? 1,
   });
-  // While Redis is away every reconnection attempt is an error: say each different one once a minute.
-  const said = new Map<string, number>();
-  worker.on("error", (err) => {
-    const now = Date.now();
-    const quiet = now - (said.get(err.message) ?? -Infinity) < 60_000;
-    if (!quiet) said.set(err.message, now);
-    (quiet ? logger.debug : logger.warn)("queue error", { error: err.message });
-  });
+  logWorkerEvents(worker, logger, "ingest job", (job) => ({ job: job.id, user: job.data.userId, source: job.data.source }));
   worker.on("completed", (job, res) =>
     logger.info("ingest job done", { job: job.id, user: job.data.userId, source: job.data.source, chunks: res.chunks, replaced: res.replaced }),
   );
-  worker.on("failed", (job, err) => {
-    if (!job) return;
-    const final = err instanceof UnrecoverableError || job.attemptsMade >= (job.opts.attempts ?? 1);
-    (final ? logger.error : logger.warn)(final ? "ingest job failed" : "ingest attempt failed; retrying", {
-      job: job.id,
-      user: job.data.userId,
-      source: job.data.source,
-      attemptsMade: job.attemptsMade,
-      error: err.message,
-    });
-  });
 
-  let closed: Promise<void> | undefined;
-  return {
-    worker,
-    close: () =>
-      (closed ??= (async () => {
-        closing = true;
-        worker.cancelAllJobs("worker closing");
-        await worker.close();
-      })()),
-  };
+  return { worker, close: closer(worker, () => (closing = true)) };
 }

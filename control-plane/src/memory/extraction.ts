@@ -19,7 +19,7 @@ import type { Repositories } from "../db/repositories";
 import { NotFoundError } from "../db/repositories/errors";
 import type { EnginePool } from "../engines/pool";
 import type { Logger } from "../log";
-import { generateFitted, PromptDoesNotFitError } from "./llm";
+import { generateFitted, isSaid, PromptDoesNotFitError, quoteMessage } from "./llm";
 import { InvalidMemoryError, Memories } from "./memories";
 
 export const EXTRACTION_SCHEMA = {
@@ -107,12 +107,7 @@ export function parseOperations(output: string): Operation[] {
   });
 }
 
-const ROLE: Partial<Record<Message["role"], string>> = { USER: "User", ASSISTANT: "Assistant" };
-
-function quote(m: Message): string {
-  const t = m.content.length > MAX_QUOTE ? `${m.content.slice(0, MAX_QUOTE)}…` : m.content;
-  return `${ROLE[m.role]}: ${t.replace(/\s+/g, " ").trim()}`;
-}
+const quote = (m: Message) => quoteMessage(m, MAX_QUOTE, true);
 
 /**
  * Applies the model's operations to the user's memories. `shown` are the
@@ -171,7 +166,7 @@ export async function extractMemories(deps: ExtractionDeps, job: ExtractionJob, 
   const fresh = recent.slice(at + 1);
   if (fresh.length === 0) return { ...result, skipped: "no new messages" };
   const last = fresh[fresh.length - 1]!;
-  const said = fresh.filter((m) => ROLE[m.role]).slice(-MAX_MESSAGES);
+  const said = fresh.filter(isSaid).slice(-MAX_MESSAGES);
   const userText = said.filter((m) => m.role === "USER").map((m) => m.content).join("\n").slice(-2000);
 
   // Claimed first: of two extractions racing over the same messages, the second finds the cursor moved and

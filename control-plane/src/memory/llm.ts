@@ -4,6 +4,7 @@
 // fewer of the messages it is about.
 import type { InferenceEngineClient } from "../engines/clients";
 import type { EngineLease, EnginePool } from "../engines/pool";
+import type { Message } from "@prisma/client";
 import { FinishReason, type ChatMessage, type GenerateRequest } from "../gen/jota/v1/inference";
 
 export class GenerationError extends Error {
@@ -89,4 +90,13 @@ async function generate(
     }
   }
   throw new GenerationError(`engine ${lease.address} ended the stream without a result`);
+}
+
+/** The messages background work quotes: what the user and the assistant said (not system or tool messages). */
+export const isSaid = (m: Pick<Message, "role">): boolean => m.role === "USER" || m.role === "ASSISTANT";
+
+/** "User: …" / "Assistant: …", cut at `maxChars` (a pasted document is not a conversation), optionally on one line. */
+export function quoteMessage(m: Pick<Message, "role" | "content">, maxChars: number, oneLine = false): string {
+  const t = m.content.length > maxChars ? `${m.content.slice(0, maxChars)}…` : m.content;
+  return `${m.role === "USER" ? "User" : "Assistant"}: ${(oneLine ? t.replace(/\s+/g, " ") : t).trim()}`;
 }

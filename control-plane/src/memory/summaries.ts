@@ -9,7 +9,7 @@ import type { Message } from "@prisma/client";
 import type { Repositories } from "../db/repositories";
 import { NotFoundError } from "../db/repositories/errors";
 import type { EnginePool } from "../engines/pool";
-import { GenerationError, generateFitted } from "./llm";
+import { GenerationError, generateFitted, isSaid, quoteMessage } from "./llm";
 
 const SYSTEM = `You summarise conversations between a user and their assistant, so that the assistant can continue them without the full history.
 Write a brief summary in the language of the conversation: who the user is and what they want, facts and decisions, open questions and anything promised. Plain text, at most 150 words. Keep what the earlier summary says unless the new messages change it.`;
@@ -37,12 +37,7 @@ export interface SummaryResult {
   skipped?: string;
 }
 
-const ROLE: Partial<Record<Message["role"], string>> = { USER: "User", ASSISTANT: "Assistant" };
-
-function quote(m: Message): string {
-  const t = m.content.length > MAX_QUOTE ? `${m.content.slice(0, MAX_QUOTE)}…` : m.content;
-  return `${ROLE[m.role]}: ${t.trim()}`;
-}
+const quote = (m: Message) => quoteMessage(m, MAX_QUOTE);
 
 export async function summarizeConversation(deps: { repos: Repositories; pool: EnginePool }, job: SummaryJob, signal?: AbortSignal): Promise<SummaryResult> {
   const { repos } = deps;
@@ -60,7 +55,7 @@ export async function summarizeConversation(deps: { repos: Repositories; pool: E
   for (let cursor = from; !found; ) {
     const page = await repos.messages.after(job.userId, job.conversationId, cursor, PAGE);
     const end = page.findIndex((m) => m.id === job.throughId);
-    todo.push(...(end < 0 ? page : page.slice(0, end + 1)).filter((m) => ROLE[m.role]));
+    todo.push(...(end < 0 ? page : page.slice(0, end + 1)).filter(isSaid));
     found = end >= 0;
     if (page.length < PAGE) break;
     cursor = page[page.length - 1]!.id;

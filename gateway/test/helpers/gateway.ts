@@ -150,3 +150,14 @@ export async function api(
   }
   return { status: res.status, headers: res.headers, json, text };
 }
+
+/** Polls `probe` every 100 ms until `done` says so; fails after `ms` with the last value seen. */
+export async function until<T>(what: string, ms: number, probe: () => Promise<T>, done: (v: T) => boolean): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (done(v)) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}: last ${JSON.stringify(v).slice(0, 500)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
