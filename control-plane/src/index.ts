@@ -58,6 +58,7 @@ export {
   ingestJobId,
   documentStillWanted,
   documentTracker,
+  startDocumentWorker,
   startIngestWorker,
   type RedisHandle,
   type IngestJobStatus,

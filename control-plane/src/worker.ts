@@ -26,8 +26,8 @@ import { DataDirLockedError } from "./db/lock";
 import { EnginePool } from "./engines/pool";
 import { EngineProcess } from "./engines/process";
 import { openRedis, type RedisHandle } from "./jobs/redis";
-import { documentStillWanted, documentTracker } from "./jobs/documents";
-import { startIngestWorker, type IngestWorker } from "./jobs/worker";
+import { startDocumentWorker } from "./jobs/documents";
+import type { IngestWorker } from "./jobs/worker";
 import { startMemoryWorker, type MemoryWorker } from "./jobs/memory";
 import { Memories } from "./memory/memories";
 import { createLogger, type Logger } from "./log";
@@ -138,15 +138,7 @@ export async function startWorkerProcess(config: Config, log: Logger): Promise<W
     // The documents' rows (the same database the gateways use) follow their jobs.
     const db = await openDatabase(databaseOptions(config, log));
     cleanups.push(() => db.close());
-    const ingest = startIngestWorker({
-      connection: redis.connection,
-      pool,
-      store,
-      logger: log,
-      concurrency: config.jobs.concurrency,
-      onSettled: documentTracker(db.repos.documents, store),
-      stillWanted: documentStillWanted(db.repos.documents),
-    });
+    const ingest = startDocumentWorker(db.repos.documents, { connection: redis.connection, pool, store, logger: log, concurrency: config.jobs.concurrency });
     cleanups.push(() => ingest.close());
     // The memory jobs generate text: the engine this process starts has only the embedding model.
     let memory: MemoryWorker | undefined;

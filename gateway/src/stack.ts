@@ -12,8 +12,7 @@ import {
   databaseOptions,
   localEngines,
   openDatabase,
-  documentStillWanted,
-  documentTracker,
+  startDocumentWorker,
   IngestQueue,
   Memories,
   MemoryQueue,
@@ -21,7 +20,6 @@ import {
   startMemoryWorker,
   openVectorStore,
   routerFromConfig,
-  startIngestWorker,
   UnavailableRetriever,
   VectorRetriever,
   type Config,
@@ -157,15 +155,7 @@ async function openJobs(
   cleanups.push(() => redis.close());
   const queue = new IngestQueue({ connection: redis.connection });
   cleanups.push(() => queue.close());
-  const worker = startIngestWorker({
-    connection: redis.connection,
-    pool,
-    store,
-    logger: log,
-    concurrency: config.jobs.concurrency,
-    onSettled: documentTracker(db.repos.documents, store),
-    stillWanted: documentStillWanted(db.repos.documents),
-  });
+  const worker = startDocumentWorker(db.repos.documents, { connection: redis.connection, pool, store, logger: log, concurrency: config.jobs.concurrency });
   cleanups.push(() => worker.close());
   // QueueEvents blocks on its reads (XREAD): BullMQ gives it its own duplicate of the connection, and closes that with it.
   const events = new QueueEvents(queue.name, { connection: redis.connection });

@@ -13,7 +13,7 @@
 // chunks itself.)
 import type { DocumentRepository } from "../db/repositories/documents";
 import { UnknownDocumentError, type VectorStore } from "../memory/vector/store";
-import type { IngestOutcome } from "./worker";
+import { startIngestWorker, type IngestOutcome, type IngestWorker, type IngestWorkerOptions } from "./worker";
 
 export function documentTracker(documents: DocumentRepository, store: VectorStore): (o: IngestOutcome) => Promise<void> {
   return async (o) => {
@@ -37,4 +37,13 @@ export function documentTracker(documents: DocumentRepository, store: VectorStor
  */
 export function documentStillWanted(documents: DocumentRepository): (job: { jobId: string; userId: string; source: string; documentId?: string }) => Promise<boolean> {
   return async (j) => !j.documentId || (await documents.bySource(j.userId, j.source))?.jobId === j.jobId;
+}
+
+/**
+ * The ingest worker every Jota process runs (npm start, the worker process):
+ * its jobs keep the users' document rows in step (documentTracker) and stop
+ * before writing when their upload was replaced or deleted (documentStillWanted).
+ */
+export function startDocumentWorker(documents: DocumentRepository, opts: Omit<IngestWorkerOptions, "onSettled" | "stillWanted">): IngestWorker {
+  return startIngestWorker({ ...opts, onSettled: documentTracker(documents, opts.store), stillWanted: documentStillWanted(documents) });
 }

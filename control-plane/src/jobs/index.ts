@@ -12,5 +12,5 @@ export {
   type SubmitResult,
 } from "./queues";
 export { startIngestWorker, type IngestOutcome, type IngestWorker, type IngestWorkerOptions } from "./worker";
-export { documentStillWanted, documentTracker } from "./documents";
+export { documentStillWanted, documentTracker, startDocumentWorker } from "./documents";
 export { MemoryQueue, MEMORY_QUEUE, startMemoryWorker, dailyPattern, type MemoryJobName, type MemoryQueueOptions, type MemoryWorker, type MemoryWorkerOptions } from "./memory";
