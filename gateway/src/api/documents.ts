@@ -210,8 +210,10 @@ export const documentRoutes = {
     method: "delete",
     path: "/documents/:id",
     operationId: "deleteDocument",
-    summary: "Forget a document: its row, its chunks, its waiting job",
-    description: "503 jobs_unavailable when the vector store cannot delete the chunks now: then nothing is deleted.",
+    summary: "Forget a document: its row, its chunks, its waiting job, its text in past turns' sources",
+    description:
+      "Past turns that cited the document keep the citation without its text (`text` empty, `erased: true`), as for a forgotten memory. " +
+      "503 jobs_unavailable when the vector store cannot delete the chunks now: then nothing is deleted.",
     tags: ["memory"],
     auth: "memory",
     params: idDoc,
@@ -462,6 +464,9 @@ export function documentsRouter(ctx: GatewayContext): Router {
           throw new ApiError(503, "jobs_unavailable", `the vector store could not delete the document's chunks: ${(err as Error).message}`, {}, { "Retry-After": "30" });
       }
     }
+    // Then its text in the sources of past turns that cited it (as forgetting a memory does), before the row:
+    // should this fail, the document is still there to delete again. A turn running now erases it when it ends.
+    await ctx.repos.requests.eraseSource(p.userId, d.source);
     await ctx.repos.documents.delete(p.userId, d.id);
     // A job still waiting goes; one running finds no row when it ends and deletes what it wrote (jobs/documents.ts).
     // An upload of the same text since then has the same job id: that job is the new upload's now.
