@@ -5,9 +5,9 @@
 // missing scopes, unsupported OpenAI options, unknown paths and methods,
 // and the per-credential rate limit.
 import assert from "node:assert/strict";
-import OpenAI, { AuthenticationError, BadRequestError, PermissionDeniedError } from "openai";
+import { AuthenticationError, BadRequestError, PermissionDeniedError } from "openai";
 import { OpenAIErrorBody } from "../src/openai/errors";
-import { api, startTestGateway, type TestGateway, type TestUser } from "./helpers/gateway";
+import { api, startTestGateway, type TestGateway } from "./helpers/gateway";
 import { openaiClient } from "./helpers/openai";
 
 const BURST = 60;

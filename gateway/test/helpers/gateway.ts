@@ -7,7 +7,6 @@ import os from "node:os";
 import path from "node:path";
 import { loadConfig, silentLogger, type EngineProcess, type Logger } from "@jota/control-plane";
 import { requireFile, startEngine, testModel } from "../../../control-plane/test/helpers/engines";
-import { freshPgliteDir } from "../../../control-plane/test/helpers/postgres-backends";
 import { openStack, type Stack } from "../../src/stack";
 import { startGateway, type Gateway } from "../../src/server";
 import { ALL_SCOPES, DEFAULT_SCOPES, type Scope } from "../../src/auth/principal";
