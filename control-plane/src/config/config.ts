@@ -29,6 +29,7 @@ export const ENV_VARS: readonly EnvVarSpec[] = [
   { name: "JOTA_BUILD_DIR", default: "./build", description: "Where the engine binaries were built (CMake build folder)" },
   { name: "JOTA_LOG_LEVEL", default: "info", description: "debug | info | warn | error" },
   { name: "DATABASE_URL", default: "", description: "PostgreSQL URL (postgres://user:password@host:5432/db); empty = embedded PGlite in JOTA_DATA_DIR/db" },
+  { name: "JOTA_PG_SHARED_BUFFERS", default: "auto", description: "Page cache of the embedded database (e.g. 512MB, at most 1536MB); auto: sized at start to the data on disk, 128MB to 1GB (control-plane/src/db/embedded.ts)" },
   { name: "JOTA_ROUTER_MODEL", default: "off", description: "on: ask the chat model (JSON-schema-constrained) to route turns that no rule matches; off: such turns are chat" },
   { name: "JOTA_GRPC_PORT", default: "50050", description: "Port of the edge-device gRPC service jota.v1.Assistant (0 picks a free one)" },
   { name: "JOTA_SECRET", default: "(generated, kept in JOTA_DATA_DIR/secret)", description: "Server secret: API keys and device tokens are stored as HMAC-SHA256 under it" },
@@ -96,6 +97,8 @@ export interface Config {
   usesTestModels: boolean;
   /** PostgreSQL; undefined means the embedded PGlite database in dataDir. */
   databaseUrl: string | undefined;
+  /** JOTA_PG_SHARED_BUFFERS: the embedded database's shared_buffers in MB, or sized at open ("auto"). */
+  pgSharedBuffers: SharedBuffersSetting;
   router: RouterConfig;
   gateway: GatewayConfig;
   jobs: JobsConfig;
@@ -217,6 +220,20 @@ function timeOfDay(env: Env, name: string, def: string): string {
   return v;
 }
 
+/** "auto", or megabytes. */
+export type SharedBuffersSetting = "auto" | number;
+
+function sharedBuffers(env: Env): SharedBuffersSetting {
+  const v = str(env, "JOTA_PG_SHARED_BUFFERS", "auto");
+  if (v === "auto") return v;
+  const m = /^(\d+)\s*(MB|GB)$/i.exec(v);
+  if (!m) throw new ConfigError("JOTA_PG_SHARED_BUFFERS", `'${v}' is not auto or a size like 512MB or 1GB`);
+  const mb = Number(m[1]) * (m[2]!.toUpperCase() === "GB" ? 1024 : 1);
+  // PGlite's WebAssembly memory holds the cache and everything else: 2GB did not start.
+  if (mb < 16 || mb > 1536) throw new ConfigError("JOTA_PG_SHARED_BUFFERS", `${mb}MB is outside [16MB, 1536MB]`);
+  return mb;
+}
+
 function databaseUrl(env: Env): string | undefined {
   const url = str(env, "DATABASE_URL", "");
   if (url === "") return undefined;
@@ -274,6 +291,7 @@ export function loadConfig(env: Env = process.env, randomToken: () => string = d
     transcriptionUrls,
     usesTestModels: localModels.some((m) => !!m && path.dirname(m) === testModelsDir),
     databaseUrl: databaseUrl(env),
+    pgSharedBuffers: sharedBuffers(env),
     gateway: Object.freeze(gatewayConfig(env)),
     router: Object.freeze({
       model: onOff(env, "JOTA_ROUTER_MODEL", "off"),

@@ -4,7 +4,7 @@
 import { loadConfig } from "../config/config";
 import { createLogger } from "../log";
 import { pgliteAdapter, postgresAdapter, type AdapterFactory } from "./adapters";
-import { embeddedDir, openEmbedded } from "./embedded";
+import { AUTO_SHARED_BUFFERS_MIN_MB, embeddedDir, openEmbedded } from "./embedded";
 import { createPool } from "./postgres";
 
 let adapter: Promise<AdapterFactory> | undefined;
@@ -14,7 +14,8 @@ export function cliAdapter(env: Record<string, string | undefined>): Promise<Ada
   adapter ??= (async () => {
     const config = loadConfig(env);
     if (config.databaseUrl) return postgresAdapter(createPool(config.databaseUrl, 2));
-    const handle = await openEmbedded(embeddedDir(config), createLogger("warn"));
+    // A short command: the smallest cache (the server sizes its own, embedded.ts).
+    const handle = await openEmbedded(embeddedDir(config), createLogger("warn"), { sharedBuffers: AUTO_SHARED_BUFFERS_MIN_MB });
     return pgliteAdapter(handle.pglite);
   })();
   return adapter;

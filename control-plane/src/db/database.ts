@@ -4,7 +4,7 @@
 import path from "node:path";
 import { PrismaClient } from "@prisma/client";
 import { repoRoot } from "../config/paths";
-import type { Config } from "../config/config";
+import type { Config, SharedBuffersSetting } from "../config/config";
 import type { Logger } from "../log";
 import { pgliteAdapter, postgresAdapter } from "./adapters";
 import { embeddedDir, openEmbedded } from "./embedded";
@@ -23,6 +23,8 @@ export interface DatabaseOptions {
   url?: string;
   /** Directory of the embedded database (see embeddedDir). */
   dataDir?: string;
+  /** The embedded database's shared_buffers (embedded.ts); default "auto". */
+  sharedBuffers?: SharedBuffersSetting;
   logger: Logger;
   migrationsDir?: string;
   /** PostgreSQL connections per process. */
@@ -48,7 +50,9 @@ export interface Database {
 }
 
 export function databaseOptions(config: Config, logger: Logger): DatabaseOptions {
-  return config.databaseUrl ? { url: config.databaseUrl, logger } : { dataDir: embeddedDir(config), logger };
+  return config.databaseUrl
+    ? { url: config.databaseUrl, logger }
+    : { dataDir: embeddedDir(config), sharedBuffers: config.pgSharedBuffers, logger };
 }
 
 export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
@@ -80,7 +84,7 @@ export async function openDatabase(opts: DatabaseOptions): Promise<Database> {
   }
 
   if (!opts.dataDir) throw new Error("openDatabase: neither a PostgreSQL URL nor an embedded data directory");
-  const handle = await openEmbedded(opts.dataDir, logger);
+  const handle = await openEmbedded(opts.dataDir, logger, { sharedBuffers: opts.sharedBuffers });
   try {
     const result = await migrate(pgliteSession(handle.pglite), migrations, logger);
     const prisma = new PrismaClient({ adapter: pgliteAdapter(handle.pglite) });

@@ -17,10 +17,16 @@
 // with the latency (p50 / p95, ms) growing from 36 / 50 at 200 to 62 / 75 at
 // 400 on a shared 2-core machine. The default, 400, is the lowest of those
 // that keeps 0.95 at 100k. At 100k the table (156 MB) and the index (195 MB)
-// no longer fit PGlite's default 128 MB of shared_buffers; with 512 MB the
-// same searches took 22 / 37 ms at 200 and 40 / 55 ms at 400. At 10k rows
-// and ef_search 400, PostgreSQL prices the exact scan below the index and
-// takes it (exact, about 25 ms). ef_search is set per query, in the query's
+// no longer fit PostgreSQL's default 128 MB of shared_buffers, and a page
+// that misses the cache is read through PGlite's file system: on a quiet
+// machine, ef_search 400 took 50.7 / 65.1 ms with 128 MB against 19.3 / 26.5
+// ms with the 512 MB that the embedded database gives itself when it opens
+// with that much data (db/embedded.ts); ef_search 300 then took 15.5 / 17.7
+// ms for recall 0.945. (An index on embedding::halfvec, half the size, was
+// no answer on PGlite: WebAssembly has no half-float instructions, and at
+// 10k its build took 5.5 times and its searches 1.5 times as long.) At 10k
+// rows and ef_search 400, PostgreSQL prices the exact scan below the index
+// and takes it (exact, about 17 ms). ef_search is set per query, in the query's
 // own transaction (set_config(..., true)), because a PostgreSQL pool hands
 // each query whichever connection is free. With pgvector >= 0.8 the scan is
 // iterative (strict order): a selective filter (one user among many) still
