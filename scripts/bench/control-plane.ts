@@ -29,7 +29,7 @@
 //     queue + prefill time (its done timings);
 //   tail: the control plane's last delta to its `done` event (the outcome and
 //     reply written), not part of either rate.
-// BENCH_RUNS sets the number of pairs (default 7), BENCH_THREADS the engine's threads (default 2). The last line of output
+// BENCH_RUNS sets the number of pairs (default 15: the prefill alone varies by tens of ms run to run), BENCH_THREADS the engine's threads (default 2). The last line of output
 // is one JSON object with the figures.
 import fs from "node:fs";
 import os from "node:os";
@@ -53,7 +53,7 @@ const THREADS = Number(process.env.BENCH_THREADS ?? 2);
 const SLOTS = 2;
 const CTX = 2048;
 const GEN = 128;
-const RUNS = Number(process.env.BENCH_RUNS ?? 7);
+const RUNS = Number(process.env.BENCH_RUNS ?? 15);
 const model = requireFile(testModel("bench-chat.gguf"));
 const log = (...a: unknown[]) => console.log(...a);
 

@@ -10,6 +10,10 @@
 //      way), greedy, max_tokens GEN; a user message that makes the model
 //      generate all GEN tokens is chosen once, before measuring;
 //      tokens/s = tokens after the first arrival over first-to-last arrival;
+//      ws_ratio / sse_ratio = the median of the per-run ratios (each run's
+//      three turns back to back, their order rotated), which drift between
+//      runs on a shared machine does not move; the ratios of the medians are
+//      reported beside them (*_of_medians);
 //      p99_gap_ms = p99 of the WS client's inter-token gaps minus p99 of the
 //      direct client's (what the gateway adds to the worst gaps);
 //   2. 500 WebSocket clients: all connect (idle), the gateway's RSS is read
@@ -36,7 +40,7 @@ const THREADS = 2;
 const SLOTS = 4;
 const CTX = 2048;
 const GEN = 128;
-const RUNS = Number(process.env.BENCH_RUNS ?? 5);
+const RUNS = Number(process.env.BENCH_RUNS ?? 9);
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 500);
 const SHORT = 8; // tokens of each of the many clients' turns
 const TOKEN = "bench-engine-token-0123456789";
@@ -306,8 +310,10 @@ async function main() {
         engine_tps: round(engineTps),
         ws_tps: round(wsTps),
         sse_tps: round(sseTps),
-        ws_ratio: round(wsTps / engineTps, 3),
-        sse_ratio: round(sseTps / engineTps, 3),
+        ws_ratio: round(median(w.map((r, i) => r.tps / d[i]!.tps)), 3),
+        sse_ratio: round(median(s.map((r, i) => r.tps / d[i]!.tps)), 3),
+        ws_ratio_of_medians: round(wsTps / engineTps, 3),
+        sse_ratio_of_medians: round(sseTps / engineTps, 3),
         p99_gap_direct_ms: round(p99Direct, 2),
         p99_gap_ws_ms: round(p99Ws, 2),
         p99_gap_ms: round(p99Ws - p99Direct, 2),
