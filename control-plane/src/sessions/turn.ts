@@ -571,21 +571,20 @@ async function* lockedTurn(
   }
 
   /**
-   * A memory or document this turn cited may have been forgotten (deleted)
-   * while the turn ran: its erasure could not reach a request not yet
-   * written, so it is done here. Every source that is not a memory is a
-   * document's chunk (documents are the only other thing ingested).
+   * A memory this turn cited may have been forgotten while the turn ran: its
+   * erasure could not reach a request not yet written, so it is done here.
+   * (A document deleted while a turn that cited it runs is not: a cited
+   * source without a document row is not proof of a delete, since chunks can
+   * be ingested without one.)
    */
   async function eraseForgotten(): Promise<void> {
     const cited = s.sources.filter((x) => x.kind === MEMORY_KIND).map((x) => x.id);
-    const documents = [...new Set(s.sources.filter((x) => x.kind !== MEMORY_KIND).map((x) => x.source))];
-    if (cited.length === 0 && documents.length === 0) return;
+    if (cited.length === 0) return;
     try {
-      const alive = new Set(cited.length ? (await repos.memories.byIds(userId, cited)).map((m) => m.id) : []);
+      const alive = new Set((await repos.memories.byIds(userId, cited)).map((m) => m.id));
       for (const id of cited) if (!alive.has(id)) await repos.requests.eraseSource(userId, memorySource(id));
-      for (const source of documents) if (!(await repos.documents.bySource(userId, source))) await repos.requests.eraseSource(userId, source);
     } catch (err) {
-      log.error("could not erase a forgotten memory or document from the turn's sources", { error: (err as Error)?.message ?? String(err) });
+      log.error("could not erase a forgotten memory from the turn's sources", { error: (err as Error)?.message ?? String(err) });
     }
   }
 

@@ -465,7 +465,8 @@ export function documentsRouter(ctx: GatewayContext): Router {
       }
     }
     // Then its text in the sources of past turns that cited it (as forgetting a memory does), before the row:
-    // should this fail, the document is still there to delete again. A turn running now erases it when it ends.
+    // should this fail, the document is still there to delete again. (A turn that retrieved the chunks before
+    // they went and ends after this keeps their text: unlike memories, that race is not closed.)
     await ctx.repos.requests.eraseSource(p.userId, d.source);
     await ctx.repos.documents.delete(p.userId, d.id);
     // A job still waiting goes; one running finds no row when it ends and deletes what it wrote (jobs/documents.ts).
