@@ -8,9 +8,10 @@
 //      hits both alike; single_ratio is the median of the per-round ratios.
 //      Each round also runs the same request through jota-generate-client
 //      (engines/tools/generate_client.cpp), a C++ gRPC client: on this
-//      2-core machine a Node client spends ~0.4 ms of CPU per streamed token
-//      (the C++ one ~0.2), taken from the engine's two decoding threads, so
-//      single_ratio_native shows the engine with a lighter consumer.
+//      2-core machine a client's CPU per streamed token (reported:
+//      node_client_cpu_ms_per_token, native_client_cpu_ms_per_token) is taken
+//      from the engine's two decoding threads, so single_ratio_native shows
+//      the engine with a lighter consumer.
 //      llama-server streaming one request is measured too, as the reference
 //      for what serving a stream to a (Node) client costs;
 //   3. 4 concurrent streams: aggregate tokens/s, engine vs llama-server -np 4
@@ -41,12 +42,11 @@ interface Timed {
   tokens: number[];
   decodeTps: number; // (n-1) tokens over first token -> last token
   endMs: number;
-  /** This process's CPU (all its threads) per streamed token, from the call to its end. */
-  cpuMsPerToken: number;
 }
 
 // --- the engine over gRPC -------------------------------------------------
-async function engineGenerate(client: InferenceClient, req: GenerateRequest): Promise<Timed> {
+/** The call timed, and this process's CPU (all its threads) per streamed token, from the call to its end. */
+async function engineGenerate(client: InferenceClient, req: GenerateRequest): Promise<Timed & { cpuMsPerToken: number }> {
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   let first = 0;
@@ -98,7 +98,7 @@ async function serverGenerate(srv: LlamaServer, prompt: number[], nPredict: numb
       }
     }
   }
-  return { ttftMs: first - t0, tokens, decodeTps: tokens.length > 1 ? ((tokens.length - 1) * 1000) / (last - first) : 0, endMs: last - t0, cpuMsPerToken: 0 };
+  return { ttftMs: first - t0, tokens, decodeTps: tokens.length > 1 ? ((tokens.length - 1) * 1000) / (last - first) : 0, endMs: last - t0 };
 }
 
 /** One greedy Generate through jota-generate-client, the C++ gRPC client (its own process, its own channel), measured on the channel's second call. */
