@@ -25,12 +25,16 @@
 //   tps_ratio: median control-plane rate over median direct rate (and
 //     tps_ratio_paired_p50, the median of the per-pair ratios);
 //   added_ttft_ms_p50: the median of the per-pair differences (cp - direct);
+//   added_ttft_ms_mean: the mean of the same differences, which outliers move
+//     but which, unlike a median, counts every pair's cost;
 //   added_ttft_outside_engine_ms_p50: the same, each TTFT less the engine's own
 //     queue + prefill time (its done timings);
 //   tail: the control plane's last delta to its `done` event (the outcome and
 //     reply written), not part of either rate.
-// BENCH_RUNS sets the number of pairs (default 15: the prefill alone varies by tens of ms run to run), BENCH_THREADS the engine's threads (default 2). The last line of output
-// is one JSON object with the figures.
+// BENCH_RUNS sets the number of pairs (default 30: the prefill alone varies by
+// tens of ms run to run, and with 15 the median of the differences moved from
+// -7 to +30 ms between runs), BENCH_THREADS the engine's threads (default 2).
+// The last line of output is one JSON object with the figures.
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -53,7 +57,7 @@ const THREADS = Number(process.env.BENCH_THREADS ?? 2);
 const SLOTS = 2;
 const CTX = 2048;
 const GEN = 128;
-const RUNS = Number(process.env.BENCH_RUNS ?? 15);
+const RUNS = Number(process.env.BENCH_RUNS ?? 30);
 const model = requireFile(testModel("bench-chat.gguf"));
 const log = (...a: unknown[]) => console.log(...a);
 
@@ -231,6 +235,7 @@ async function main() {
       control_plane_ttft_ms_p50: round(cpTtft, 2),
       // median of the per-pair differences (cp - direct)
       added_ttft_ms_p50: round(median(c.map((r, i) => r.ttftMs - d[i]!.ttftMs)), 2),
+      added_ttft_ms_mean: round(c.reduce((sum, r, i) => sum + r.ttftMs - d[i]!.ttftMs, 0) / RUNS, 2),
       // the same, less the engine's own queue + prefill time on each side:
       // what the control plane adds outside the engine, without the prefill's
       // run-to-run spread (tens of ms on this machine); the engine's medians
