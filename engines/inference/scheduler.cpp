@@ -157,25 +157,46 @@ void Scheduler::Admit() {
   }
 }
 
-// The slot holding this session, else a free slot without a session, else the
-// least recently used idle session's slot (which is then saved and evicted).
+// The slot holding this session; else an idle slot without a session; else
+// the least recently used idle session's slot (which is then saved and
+// evicted).
+//
+// Among the slots without a session, an anonymous request takes the one whose
+// cache shares the longest prefix with its prompt, provided that prefix is at
+// least half of what the slot holds (a client re-sending a conversation with
+// a new message reuses it; a prompt that only shares a few template tokens
+// does not overwrite it). Otherwise, as for a session's first turn, an empty
+// slot, else the least recently used anonymous one: sequential anonymous
+// requests no longer all land on the first slot, overwriting each other.
 Scheduler::Slot* Scheduler::PickSlot(const GenerateTask& task) {
   if (!task.session_id.empty()) {
     for (auto& s : slots_) {
       if (s->session_id == task.session_id) return s->state == Slot::State::kIdle ? s.get() : nullptr;
     }
   }
-  Slot* best = nullptr;
+  Slot* reuse = nullptr;  // anonymous, with the longest reusable prefix
+  size_t reuse_len = 0;
+  Slot* anonymous = nullptr;  // anonymous: empty first, else least recently used
+  Slot* session = nullptr;    // least recently used idle session
   for (auto& s : slots_) {
     if (s->state != Slot::State::kIdle) continue;
-    if (s->session_id.empty()) {
-      // Among anonymous slots prefer the longest reusable prefix.
-      if (!best || !best->session_id.empty()) best = s.get();
-    } else if (!best || (!best->session_id.empty() && s->last_used < best->last_used)) {
-      best = s.get();
+    if (!s->session_id.empty()) {
+      if (!session || s->last_used < session->last_used) session = s.get();
+      continue;
     }
+    if (task.session_id.empty() && !s->cache.empty()) {
+      size_t lcp = 0;
+      while (lcp < s->cache.size() && lcp < task.prompt.size() && s->cache[lcp] == task.prompt[lcp]) ++lcp;
+      if (lcp > reuse_len && 2 * lcp >= s->cache.size()) {
+        reuse = s.get();
+        reuse_len = lcp;
+      }
+    }
+    if (!anonymous || (!anonymous->cache.empty() && (s->cache.empty() || s->last_used < anonymous->last_used)))
+      anonymous = s.get();
   }
-  return best;
+  if (reuse) return reuse;
+  return anonymous ? anonymous : session;
 }
 
 void Scheduler::Evict(Slot& slot) {

@@ -55,6 +55,30 @@ describe("inference: per-session KV reuse", function () {
     }
   });
 
+  it("an anonymous request reuses the idle slot that shares its prefix, not the first one", async () => {
+    // Two slots: A then B, two unrelated prompts, each sent without a session.
+    // B must not overwrite A (it takes the empty slot), so A resent with more
+    // text reuses A's prefix; before, every anonymous request took slot 0.
+    const h = await InferenceHarness.start(tinyChatArgs(["--slots", "2"]));
+    try {
+      const a = await tokenize(h, "The history of the Roman empire begins with a small town on the Tiber");
+      const b = await tokenize(h, "Quantum mechanics describes the behaviour of very small particles", false);
+      const ta = await h.generate(tokens(a, { maxTokens: 4 }));
+      assert.equal(ta.started.cachedTokens, 0);
+      const tb = await h.generate(tokens(b, { maxTokens: 4 }));
+      assert.equal(tb.started.cachedTokens, 0);
+      const more = await tokenize(h, " and grew into a state that ruled the Mediterranean", false);
+      const again = await h.generate(tokens([...a, ...ta.ids, ...more], { maxTokens: 4 }));
+      assert.ok(again.started.cachedTokens >= a.length, `cached ${again.started.cachedTokens} < A's prompt ${a.length}`);
+      // ...and B's cache is intact too: B resent reuses it all but its last token.
+      const bAgain = await h.generate(tokens(b, { maxTokens: 4 }));
+      assert.equal(bAgain.started.cachedTokens, b.length - 1);
+      assert.deepEqual(bAgain.ids, tb.ids, "reused KV changed the output");
+    } finally {
+      await h.stop();
+    }
+  });
+
   it("an evicted session is saved to disk and restored on its next turn", async () => {
     const h = await InferenceHarness.start(tinyChatArgs(["--slots", "1", "--state-dir", stateDir]));
     try {
