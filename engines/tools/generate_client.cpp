@@ -1,9 +1,10 @@
 // jota-generate-client: streams Generate calls from a running jota-inference
 // and prints, per call, one JSON line with the token ids and the rates the
 // client saw. For benchmarks (scripts/bench/inference.ts): on a small machine
-// a Node gRPC client spends ~0.4-0.5 ms of CPU per streamed message, which
-// the engine's decoding threads lose (8.5 ms a token with 2 threads on 2
-// cores); this client's cost per message is what a native consumer pays.
+// a Node gRPC client spends 0.3-0.8 ms of CPU per streamed message (the
+// bench reports it as node_client_cpu_ms_per_token), which the engine's
+// decoding threads lose (~9 ms a token with 2 threads on 2 cores); this
+// client's cost per message (~0.1 ms) is what a native consumer pays.
 //
 //   jota-generate-client --addr HOST:PORT --prompt-tokens 1,2,3 --max-tokens 128 [--runs N] [--token T]
 //
