@@ -25,6 +25,13 @@ namespace {
 double Ms(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
+
+// How many leading tokens a slot's cache and a prompt share.
+size_t CommonPrefix(const std::vector<llama_token>& cache, const std::vector<llama_token>& prompt) {
+  size_t n = 0;
+  while (n < cache.size() && n < prompt.size() && cache[n] == prompt[n]) ++n;
+  return n;
+}
 }  // namespace
 
 struct Scheduler::Slot {
@@ -185,8 +192,7 @@ Scheduler::Slot* Scheduler::PickSlot(const GenerateTask& task) {
       continue;
     }
     if (task.session_id.empty() && !s->cache.empty()) {
-      size_t lcp = 0;
-      while (lcp < s->cache.size() && lcp < task.prompt.size() && s->cache[lcp] == task.prompt[lcp]) ++lcp;
+      size_t lcp = CommonPrefix(s->cache, task.prompt);
       if (lcp > reuse_len && 2 * lcp >= s->cache.size()) {
         reuse = s.get();
         reuse_len = lcp;
@@ -231,8 +237,7 @@ void Scheduler::Prepare(Slot& slot, std::unique_ptr<GenerateTask> task) {
     }
   }
   // Longest common prefix; at least one prompt token is decoded for logits.
-  size_t lcp = 0;
-  while (lcp < slot.cache.size() && lcp < task->prompt.size() && slot.cache[lcp] == task->prompt[lcp]) ++lcp;
+  size_t lcp = CommonPrefix(slot.cache, task->prompt);
   if (lcp > 0 && lcp == task->prompt.size()) --lcp;
   llama_memory_seq_rm(llama_get_memory(ctx_), slot.id, static_cast<llama_pos>(lcp), -1);
   slot.cache.resize(lcp);

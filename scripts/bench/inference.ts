@@ -147,7 +147,8 @@ async function main() {
   const client = new InferenceClient(engine.address!, credentials.createInsecure());
   const tokenize = async (text: string, addSpecial: boolean) =>
     (await unary<TokenizeResponse>((cb) => client.tokenize({ text, addSpecial, parseSpecial: true, embeddingModel: false }, cb))).ids;
-  const prompts = await Promise.all([0, 1, 2, 3].map((i) => tokenize(`Stream ${i}. ${TEXT}`, true)));
+  // The single stream's prompt.
+  const prompt = await tokenize(`Stream 0. ${TEXT}`, true);
   // The 4-stream runs get prompts of their own, different from the first
   // token on, and the same on both servers: the engine reuses an idle slot's
   // prefix for requests without a session (as llama-server does only with
@@ -162,7 +163,7 @@ async function main() {
   // 2. Single stream, alternated with llama-bench (the engine idles while
   // llama-bench runs: its loop sleeps with no request). One engine request
   // first, unmeasured, warms its caches as llama-bench's own warm-up does.
-  await engineGenerate(client, req(prompts[0]!));
+  await engineGenerate(client, req(prompt));
   const tg: number[] = [];
   const singles: number[] = [];
   const natives: number[] = [];
@@ -177,13 +178,13 @@ async function main() {
     const steps = [
       () => tg.push(llamaBench(0, GEN, 1)),
       async () => {
-        const t = await engineGenerate(client, req(prompts[0]!));
+        const t = await engineGenerate(client, req(prompt));
         sameIds(t.tokens);
         singles.push(t.decodeTps);
         nodeCpu.push(t.cpuMsPerToken);
       },
       () => {
-        const t = nativeGenerate(engine.address!, prompts[0]!);
+        const t = nativeGenerate(engine.address!, prompt);
         sameIds(t.tokens);
         natives.push(t.decodeTps);
         nativeCpu.push(t.cpuMsPerToken);
@@ -243,9 +244,9 @@ async function main() {
   try {
     // llama-server streaming one request to this client, for reference: the
     // cost of serving a stream on this machine, beside the engine's.
-    await serverGenerate(srv, prompts[0]!, GEN, false);
+    await serverGenerate(srv, prompt, GEN, false);
     const serverSingles: number[] = [];
-    for (let r = 0; r < RUNS; r++) serverSingles.push((await serverGenerate(srv, prompts[0]!, GEN, false)).decodeTps);
+    for (let r = 0; r < RUNS; r++) serverSingles.push((await serverGenerate(srv, prompt, GEN, false)).decodeTps);
     log(`llama-server single stream: ${serverSingles.map((x) => round(x))} t/s`);
     const serverAgg: number[] = [];
     for (let r = 0; r < RUNS; r++) {
