@@ -4,10 +4,15 @@
 // Conversations. OpenAI's API is stateless (each request carries the whole
 // history); Jota stores every turn in a conversation. So each call is one
 // turn of one conversation:
-//   - without the header `X-Jota-Conversation`, a new conversation is made
-//     whose history is the request's messages: the earlier user and
-//     assistant messages are stored first, then the turn runs with the last
-//     message (which must be the user's) as its new message;
+//   - without the header `X-Jota-Conversation`, the call continues the
+//     caller's stored conversation whose history is exactly the request's
+//     earlier messages, as the chat's previous call left it (its messages
+//     and the reply it was sent: continuation.ts), so a chat stays one
+//     conversation and keeps its engine session's KV cache. When there is
+//     none, a new conversation is made whose history is the request's
+//     messages: the earlier user and assistant messages are stored first,
+//     then the turn runs with the last message (which must be the user's)
+//     as its new message;
 //   - with `X-Jota-Conversation: <id>` (a Jota extension), the turn continues
 //     that stored conversation of the caller's: only the last user message is
 //     new, the request's earlier messages are not stored again (the stored
@@ -49,7 +54,7 @@ import { Router, type Request, type Response } from "express";
 import { z } from "zod";
 import type { NewMessage } from "@jota/control-plane/db/repositories/messages";
 import type { SamplingParams } from "@jota/control-plane/gen/jota/v1/inference";
-import type { TurnDoneEvent, TurnErrorEvent, TurnHandle, TurnOptions } from "@jota/control-plane";
+import { ConversationBusyError, type TurnDoneEvent, type TurnErrorEvent, type TurnHandle, type TurnOptions } from "@jota/control-plane";
 import type { GatewayContext } from "../context";
 import { principal } from "../auth/middleware";
 import { mount, Source, sourcesView, type RouteSpec } from "../api/schemas";
@@ -57,6 +62,7 @@ import { startTurn } from "../turns";
 import { OpenAIError, OpenAIErrorBody } from "./errors";
 import type { ModelCatalog } from "./models";
 import { isUuid, jsonRequest } from "./validate";
+import { claimContinuation, recordContinuation, releaseContinuation } from "./continuation";
 
 const nullish = <T extends z.ZodType>(t: T) => t.nullish();
 const INT32_MAX = 2 ** 31 - 1;
@@ -238,7 +244,7 @@ export const chatRoutes = {
     operationId: "createChatCompletion",
     summary: "A chat completion (streamed or not), run as a Jota chat turn",
     description:
-      "Without the header `X-Jota-Conversation`, a new conversation is stored whose history is the request's messages (system and developer messages are the turn's system prompt); the last message must be the user's. " +
+      "Without the header `X-Jota-Conversation`, the turn continues the caller's conversation whose stored history is exactly the request's earlier messages as the previous completed call left them (compared with surrounding whitespace trimmed; each stored history is continued once), and otherwise a new conversation is stored whose history is the request's messages (system and developer messages are the turn's system prompt); the last message must be the user's. " +
       "With `X-Jota-Conversation: <conversation id>` (a Jota extension) the turn continues that stored conversation: only the last user message is new; a turn already running in it is a 409 conversation_busy. " +
       "With `stream: true` the answer is Server-Sent Events; anything that fails before generation starts is still a plain HTTP error. A client that disconnects aborts the turn.",
     tags: ["openai"],
@@ -428,21 +434,35 @@ export function chatRouter(ctx: GatewayContext, catalog: ModelCatalog): Router {
     if (engines.length === 0) throw new OpenAIError(503, "server_error", "engine_unavailable", "no engine serves a chat model now", null, { "Retry-After": "5" });
 
     const user = principal(res);
+    const turnIn = (conversationId: string) => ({ conversationId, content: p.content, traceId: res.locals.requestId, options: p.options });
     let created: string | undefined;
-    let conversationId = header?.toLowerCase();
-    try {
-      if (!conversationId) {
-        const conv = await ctx.repos.conversations.create(user.userId, { title: titleOf(p.history[0]?.content ?? p.content) });
-        conversationId = created = conv.id;
-        let last = 0;
-        for (const m of p.history) {
-          await afterMillisecond(last);
-          last = (await ctx.repos.messages.append(user.userId, conv.id, m)).createdAt.getTime();
+    const started = async (): Promise<{ handle: TurnHandle; conversationId: string }> => {
+      if (header) return { handle: (await startTurn(ctx, user, "openai", turnIn(header.toLowerCase()))).handle, conversationId: header.toLowerCase() };
+      const continued = await claimContinuation(ctx.repos, user.userId, p.history);
+      if (continued) {
+        try {
+          return { handle: (await startTurn(ctx, user, "openai", turnIn(continued.conversationId))).handle, conversationId: continued.conversationId };
+        } catch (err) {
+          // Busy: a turn from another interface is adding to that history now, so this call gets a conversation of its own.
+          if (!(err instanceof ConversationBusyError)) {
+            await releaseContinuation(ctx.repos, user.userId, continued).catch(() => {});
+            throw err;
+          }
         }
-        await afterMillisecond(last);
       }
-      const started = await startTurn(ctx, user, "openai", { conversationId, content: p.content, traceId: res.locals.requestId, options: p.options });
-      handle = started.handle;
+      const conv = await ctx.repos.conversations.create(user.userId, { title: titleOf(p.history[0]?.content ?? p.content) });
+      created = conv.id;
+      let last = 0;
+      for (const m of p.history) {
+        await afterMillisecond(last);
+        last = (await ctx.repos.messages.append(user.userId, conv.id, m)).createdAt.getTime();
+      }
+      await afterMillisecond(last);
+      return { handle: (await startTurn(ctx, user, "openai", turnIn(conv.id))).handle, conversationId: conv.id };
+    };
+    let conversationId: string;
+    try {
+      ({ handle, conversationId } = await started());
     } catch (err) {
       // A turn that never began leaves nothing behind: the conversation made for it goes with its history.
       if (created) await ctx.repos.conversations.delete(user.userId, created).catch(() => {});
@@ -472,6 +492,11 @@ export function chatRouter(ctx: GatewayContext, catalog: ModelCatalog): Router {
           if (sse?.opened) return sse.fail(e);
           throw e;
         }
+        // Before the reply is out: the chat's next call may come at once.
+        if (!header && ev.status === "COMPLETED" && ev.text !== "")
+          await recordContinuation(ctx.repos, user.userId, conversationId, [...p.history, { role: "USER", content: p.content }, { role: "ASSISTANT", content: ev.text }]).catch((err: unknown) =>
+            ctx.log.warn("could not record the conversation's history digest", { conversationId, error: (err as Error)?.message ?? String(err) }),
+          );
         if (sse) {
           await sse.open(model);
           return sse.finish(finishReason(ev.finishReason), usageOf(ev), jotaOf(ev));

@@ -95,6 +95,33 @@ export class ConversationRepository {
     return count === 1;
   }
 
+  /**
+   * Takes the newest of the user's conversations whose history digest is
+   * `digest`, clearing the digest in the same statement: of two calls that
+   * resend the same history, one gets the conversation and the other none
+   * (on PostgreSQL the second UPDATE waits for the row, then re-checks the
+   * digest). Undefined when no conversation has it.
+   */
+  async claimByDigest(userId: string, digest: string): Promise<Conversation | undefined> {
+    const [c] = await this.sql.query<Conversation>(
+      `UPDATE conversations c SET history_digest = NULL, updated_at = now()
+        WHERE c.id = (SELECT id FROM conversations WHERE user_id = $1 AND history_digest = $2 ORDER BY last_message_at DESC, id DESC LIMIT 1)
+          AND c.user_id = $1 AND c.history_digest = $2
+        RETURNING ${COLUMNS}`,
+      [userId, digest],
+    );
+    return c;
+  }
+
+  /** Sets the history digest only while it is `expected` (null: none). False when it was not. */
+  async setDigest(userId: string, id: string, digest: string | null, expected: string | null): Promise<boolean> {
+    const { count } = await this.prisma.conversation.updateMany({
+      where: { id: checkId("conversation", id), userId, historyDigest: expected },
+      data: { historyDigest: digest },
+    });
+    return count === 1;
+  }
+
   /** Deletes the conversation with its messages, requests and tool calls. */
   async delete(userId: string, id: string): Promise<void> {
     await scoped("conversation", id, () => this.prisma.conversation.delete({ where: { id: checkId("conversation", id), userId } }));
