@@ -80,6 +80,15 @@ describe("OpenAPI document /api/v1/openapi.json", function () {
     assert.deepEqual(unserved, [], "in the OpenAPI document but not served");
   });
 
+  it("the upload routes document the multipart bodies they take, with the file as a binary part", () => {
+    const content = (path: string) => doc.paths[path].post.requestBody.content as Record<string, { schema: { $ref?: string; properties?: Record<string, { format?: string }> } }>;
+    const resolve = (s: { $ref?: string; properties?: Record<string, { format?: string }> }) => (s.$ref ? doc.components.schemas[s.$ref.split("/").pop()!] : s);
+    assert.deepEqual(Object.keys(content("/api/v1/documents")).sort(), ["application/json", "multipart/form-data"]);
+    assert.deepEqual(Object.keys(content("/v1/audio/transcriptions")), ["multipart/form-data"]);
+    for (const path of ["/api/v1/documents", "/v1/audio/transcriptions"])
+      assert.equal(resolve(content(path)["multipart/form-data"]!.schema).properties?.file?.format, "binary", `${path}: the part 'file'`);
+  });
+
   it("every operation has a unique id, its path parameters, a success response and an error response shape; every $ref resolves", () => {
     const ids = new Set<string>();
     for (const { method, path, op } of operations()) {

@@ -183,6 +183,9 @@ export const documentRoutes = {
     tags: ["memory"],
     auth: "memory",
     body: UploadBody,
+    formBody: UploadForm.extend({
+      file: z.string().meta({ format: "binary", description: "The document (its part's Content-Type or file name gives the media type when the media_type field does not)." }),
+    }),
     responses: { 202: { description: "Queued.", schema: Submitted, headers: { Location: "The document's URL." } } },
     errors: [503],
   },

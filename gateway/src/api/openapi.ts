@@ -189,7 +189,17 @@ function operation(b: Builder, spec: RouteSpec, group: RouteGroup): JsonObject {
     security: spec.auth === "public" ? [] : [{ bearer: [] }],
     ...(spec.auth !== "public" ? { "x-jota-auth": spec.auth } : {}),
     ...(parameters.length ? { parameters } : {}),
-    ...(spec.body ? { requestBody: { required: true, content: { [spec.bodyContentType ?? "application/json"]: { schema: b.schema(spec.body, "input") } } } } : {}),
+    ...(spec.body
+      ? {
+          requestBody: {
+            required: true,
+            content: {
+              [spec.bodyContentType ?? "application/json"]: { schema: b.schema(spec.body, "input") },
+              ...(spec.formBody ? { "multipart/form-data": { schema: b.schema(spec.formBody, "input") } } : {}),
+            },
+          },
+        }
+      : {}),
     responses,
   };
 }

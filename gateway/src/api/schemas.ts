@@ -48,6 +48,8 @@ export interface RouteSpec {
   body?: z.ZodType;
   /** The body's media type (default application/json; e.g. multipart/form-data for an upload). */
   bodyContentType?: string;
+  /** A multipart/form-data body the route also takes, besides `body` (one property per form field; files as format binary). */
+  formBody?: z.ZodType;
   /** Success responses by status. */
   responses: Record<number, ResponseSpec>;
   /** Error statuses this route answers besides those of every authenticated route (401, 403, 429). */
