@@ -56,6 +56,20 @@ const CASES: Record<string, Record<string, [Outcome, (r: Repositories, intruder:
     setSummary: ["not found", (r, i, v) => r.conversations.setSummary(i, v.conversationId, "s", v.messageId)],
     replaceSummary: ["empty", async (r, i, v) => ((await r.conversations.replaceSummary(i, v.conversationId, null, "s", v.messageId)) ? ["replaced"] : [])],
     advanceMemories: ["empty", async (r, i, v) => ((await r.conversations.advanceMemories(i, v.conversationId, null, v.messageId)) ? ["advanced"] : [])],
+    claimByDigest: [
+      "empty",
+      async (r, i, v) => {
+        await r.conversations.setDigest(v.userId, v.conversationId, "victim-digest", null);
+        return (await r.conversations.claimByDigest(i, "victim-digest")) ? ["claimed"] : [];
+      },
+    ],
+    setDigest: [
+      "empty",
+      async (r, i, v) => {
+        const current = (await r.conversations.get(v.userId, v.conversationId)).historyDigest;
+        return (await r.conversations.setDigest(i, v.conversationId, "injected", current)) ? ["set"] : [];
+      },
+    ],
     delete: ["not found", (r, i, v) => r.conversations.delete(i, v.conversationId)],
   },
   messages: {
@@ -116,6 +130,21 @@ const CASES: Record<string, Record<string, [Outcome, (r: Repositories, intruder:
     bySource: ["empty", async (r, i) => ((await r.documents.bySource(i, "notes.md"))?.userId === i ? [] : ["another user's row"])],
     list: ["empty", async (r, i) => (await r.documents.list(i)).items.filter((d) => d.userId !== i)],
     delete: ["not found", (r, i, v) => r.documents.delete(i, v.documentId)],
+    // The intruder's note of a deletion is theirs: it never names the victim's source as deleted.
+    noteErased: [
+      "empty",
+      async (r, i, v) => {
+        await r.documents.noteErased(i, "notes.md");
+        return r.documents.erasedSince(v.userId, ["notes.md"], new Date(0));
+      },
+    ],
+    erasedSince: [
+      "empty",
+      async (r, i, v) => {
+        await r.documents.noteErased(v.userId, "victim-only.md");
+        return r.documents.erasedSince(i, ["victim-only.md"], new Date(0));
+      },
+    ],
   },
   memories: {
     create: ["empty", async (r, i) => (await r.memories.list(i)).items.filter((m) => m.userId !== i)],
@@ -136,6 +165,7 @@ const UNSCOPED: Record<string, string[]> = {
   devices: ["authenticate"],
   // The nightly upkeep's, across users by design (memory/upkeep.ts).
   requests: ["pruneFinishedBefore"],
+  documents: ["pruneErasedBefore"],
   memories: ["notIn", "usersWithMemories"],
 };
 

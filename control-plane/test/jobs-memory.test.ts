@@ -135,6 +135,9 @@ describe("jobs: memory extraction, summaries and upkeep through the queue", func
     await db.prisma.request.update({ where: { id: oldId }, data: { createdAt: long } });
     const running = await db.prisma.request.create({ data: { userId: ids.userId, conversationId: ids.conversationId, status: "STREAMING", createdAt: long } });
     const oldMessages = await db.repos.messages.ofRequest(ids.userId, oldId);
+    // Notes of deleted documents: one two days old goes, one from now stays.
+    await db.repos.documents.noteErased(ids.userId, "old-doc.md", new Date(Date.now() - 2 * 86_400_000));
+    await db.repos.documents.noteErased(ids.userId, "new-doc.md");
 
     const id = await queue.upkeepNow({ retentionDays: 30 });
     const { state, job } = await finished(id);
@@ -153,5 +156,7 @@ describe("jobs: memory extraction, summaries and upkeep through the queue", func
     const kept = await db.prisma.message.findMany({ where: { id: { in: oldMessages.map((m) => m.id) } } });
     assert.equal(kept.length, oldMessages.length, "its messages stay");
     assert.ok(kept.every((m) => m.requestId === null));
+    assert.equal(r.erasedNotesPruned, 1, JSON.stringify(r));
+    assert.deepEqual((await db.prisma.erasedSource.findMany({ where: { userId: ids.userId } })).map((n) => n.source), ["new-doc.md"]);
   });
 });

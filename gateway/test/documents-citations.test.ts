@@ -1,10 +1,13 @@
 // Deleting a document erases its text from the sources of the turns that
 // cited it, as forgetting a memory does (memories-api.test.ts): the turn keeps
 // the citation (id, source, score) with `text` emptied and `erased: true`;
-// the other documents' citations are untouched. Real parts: the gateway's
+// the other documents' citations are untouched; a turn that retrieved the
+// document before the delete and is written after it loses the text too
+// (the delete's note, turn.ts eraseForgotten). Real parts: the gateway's
 // PGlite with pgvector, its engine's embedding model, its private Redis and
 // in-process ingest worker; every turn retrieves (JOTA_RETRIEVAL=always).
 import assert from "node:assert/strict";
+import type { Retriever } from "@jota/control-plane/memory/retrieve";
 import { api, startTestGateway, type TestGateway, type TestUser, until } from "./helpers/gateway";
 
 interface Source {
@@ -55,5 +58,33 @@ describe("documents: delete erases the document's text from past turns' sources"
     const next = await api(t, u.key, "POST", "/api/v1/chat", { content: "¿Dónde están las llaves de repuesto?", options: { max_tokens: 4 } });
     assert.equal(next.status, 200, next.text);
     assert.ok(!(next.json.sources as Source[]).some((s) => s.source === "llaves.md"), "a deleted document is not retrieved");
+  });
+
+  it("a document deleted after a running turn retrieved it, before the turn is written, is erased from that turn's sources too", async () => {
+    const id = await upload("caja.md", "# Caja\n\nLa caja fuerte se abre con el código 4821.");
+    // The delete goes exactly between the turn's retrieval and its last write (the race): the runner's
+    // real retriever is wrapped to send the DELETE, and wait for its 204, once it has found the document.
+    const retrieval = (t.stack.runner as unknown as { deps: { retrieval: { retriever: Retriever } } }).deps.retrieval;
+    const real = retrieval.retriever;
+    let deleted: number | undefined;
+    retrieval.retriever = {
+      async retrieve(userId, query, opts) {
+        const found = await real.retrieve(userId, query, opts);
+        if (deleted === undefined && found.some((x) => x.source === "caja.md")) deleted = (await api(t, u.key, "DELETE", `/api/v1/documents/${id}`)).status;
+        return found;
+      },
+    };
+    let chat;
+    try {
+      chat = await api(t, u.key, "POST", "/api/v1/chat", { content: "¿Cómo se abre la caja fuerte?", options: { max_tokens: 4 } });
+    } finally {
+      retrieval.retriever = real;
+    }
+    assert.equal(chat.status, 200, chat.text);
+    assert.equal(deleted, 204, "the document was retrieved, then deleted while the turn ran");
+    assert.ok((chat.json.sources as Source[]).some((s) => s.source === "caja.md"), "the turn cited it");
+    const req = await api(t, u.key, "GET", `/api/v1/requests/${chat.json.request_id}`);
+    const stored = (req.json.sources as Source[]).find((s) => s.source === "caja.md")!;
+    assert.deepEqual([stored.text, stored.erased], ["", true], "its stored citation has no text");
   });
 });

@@ -8,7 +8,8 @@
 //   the old one), so retrieval, which queries the current model's
 //   collection, finds them again after a model change;
 // - retention: finished requests older than JOTA_RETENTION_DAYS are
-//   deleted (their messages stay).
+//   deleted (their messages stay), and notes of deleted documents older
+//   than a day (a turn that could still need one ends far sooner).
 import type { Repositories } from "../db/repositories";
 import type { Logger } from "../log";
 import type { Memories } from "./memories";
@@ -26,6 +27,8 @@ export interface UpkeepResult {
   nearDuplicates: number;
   reembedded: number;
   requestsPruned: number;
+  /** Notes of deleted documents forgotten (DocumentRepository.noteErased). */
+  erasedNotesPruned: number;
   /** Steps that failed, with why (the others ran). */
   errors: string[];
 }
@@ -35,7 +38,7 @@ export async function runUpkeep(
   opts: UpkeepOptions,
   signal?: AbortSignal,
 ): Promise<UpkeepResult> {
-  const r: UpkeepResult = { users: 0, duplicates: 0, nearDuplicates: 0, reembedded: 0, requestsPruned: 0, errors: [] };
+  const r: UpkeepResult = { users: 0, duplicates: 0, nearDuplicates: 0, reembedded: 0, requestsPruned: 0, erasedNotesPruned: 0, errors: [] };
   const step = async (name: string, fn: () => Promise<void>) => {
     signal?.throwIfAborted();
     try {
@@ -66,6 +69,9 @@ export async function runUpkeep(
   await step("retention", async () => {
     if (opts.retentionDays <= 0) return;
     r.requestsPruned = await deps.repos.requests.pruneFinishedBefore(new Date(Date.now() - opts.retentionDays * 86_400_000));
+  });
+  await step("erased-notes", async () => {
+    r.erasedNotesPruned = await deps.repos.documents.pruneErasedBefore(new Date(Date.now() - 86_400_000));
   });
   deps.logger.info("upkeep done", { ...r });
   return r;

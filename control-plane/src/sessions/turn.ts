@@ -278,6 +278,8 @@ async function* lockedTurn(
     /** PENDING -> STREAMING, when the turn was stored before its engine call (routing by model). */
     streaming: undefined as Promise<unknown> | undefined,
     sources: [] as RetrievedSource[],
+    /** When retrieval began: a document deleted since may be cited (eraseForgotten). */
+    retrievedAt: undefined as Date | undefined,
     retrievalError: undefined as string | undefined,
     /** The prompt sent, whose uncounted messages are counted once the reply has streamed and stored with the outcome. */
     counts: undefined as { client: InferenceEngineClient; prompt: BuiltPrompt } | undefined,
@@ -356,6 +358,7 @@ async function* lockedTurn(
         // Retrieval calls the engine and the store: the turn is stored (and its id known) first.
         yield* accept();
         try {
+          s.retrievedAt = new Date();
           candidates = await retrieval.retriever.retrieve(userId, input.content, { signal: ac.signal, requestId });
         } catch (err) {
           if (!(err instanceof RetrievalUnavailableError)) throw err;
@@ -571,20 +574,25 @@ async function* lockedTurn(
   }
 
   /**
-   * A memory this turn cited may have been forgotten while the turn ran: its
-   * erasure could not reach a request not yet written, so it is done here.
-   * (A document deleted while a turn that cited it runs is not: a cited
-   * source without a document row is not proof of a delete, since chunks can
-   * be ingested without one.)
+   * A memory or document this turn cited may have been forgotten or deleted
+   * while the turn ran: the erasure of its text could not reach a request not
+   * yet written, so it is done here, in this request only. A memory is gone
+   * when its row is; a document when its deletion was noted since retrieval
+   * began (no document row is no proof: chunks can be ingested without one,
+   * and a document of the same source may have been uploaded again since).
    */
   async function eraseForgotten(): Promise<void> {
-    const cited = s.sources.filter((x) => x.kind === MEMORY_KIND).map((x) => x.id);
-    if (cited.length === 0) return;
+    const memories = s.sources.filter((x) => x.kind === MEMORY_KIND).map((x) => x.id);
+    const documents = s.sources.filter((x) => x.kind !== MEMORY_KIND).map((x) => x.source);
     try {
-      const alive = new Set((await repos.memories.byIds(userId, cited)).map((m) => m.id));
-      for (const id of cited) if (!alive.has(id)) await repos.requests.eraseSource(userId, memorySource(id));
+      if (memories.length > 0) {
+        const alive = new Set((await repos.memories.byIds(userId, memories)).map((m) => m.id));
+        for (const id of memories) if (!alive.has(id)) await repos.requests.eraseSource(userId, memorySource(id), requestId);
+      }
+      if (documents.length > 0 && s.retrievedAt)
+        for (const source of await repos.documents.erasedSince(userId, documents, s.retrievedAt)) await repos.requests.eraseSource(userId, source, requestId);
     } catch (err) {
-      log.error("could not erase a forgotten memory from the turn's sources", { error: (err as Error)?.message ?? String(err) });
+      log.error("could not erase a forgotten memory or deleted document from the turn's sources", { error: (err as Error)?.message ?? String(err) });
     }
   }
 

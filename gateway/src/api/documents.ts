@@ -468,8 +468,9 @@ export function documentsRouter(ctx: GatewayContext): Router {
       }
     }
     // Then its text in the sources of past turns that cited it (as forgetting a memory does), before the row:
-    // should this fail, the document is still there to delete again. (A turn that retrieved the chunks before
-    // they went and ends after this keeps their text: unlike memories, that race is not closed.)
+    // should this fail, the document is still there to delete again. The note comes first: a turn that
+    // retrieved the chunks before they went and is written after this erasure finds it when it ends.
+    await ctx.repos.documents.noteErased(p.userId, d.source);
     await ctx.repos.requests.eraseSource(p.userId, d.source);
     await ctx.repos.documents.delete(p.userId, d.id);
     // A job still waiting goes; one running finds no row when it ends and deletes what it wrote (jobs/documents.ts).

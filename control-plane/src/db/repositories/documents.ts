@@ -71,4 +71,29 @@ export class DocumentRepository {
   delete(userId: string, id: string): Promise<Document> {
     return scoped("document", id, () => this.prisma.document.delete({ where: { id: checkId("document", id), userId } }));
   }
+
+  /**
+   * Notes that the user is deleting the document `source`, before its cited
+   * text is erased from past turns: a turn that retrieved it earlier and is
+   * written after that erasure finds the note when it ends (erasedSince).
+   */
+  async noteErased(userId: string, source: string, at = new Date()): Promise<void> {
+    await this.prisma.erasedSource.create({ data: { userId, source, erasedAt: at } });
+  }
+
+  /** Which of `sources` the user deleted at or after `since`. */
+  async erasedSince(userId: string, sources: readonly string[], since: Date): Promise<string[]> {
+    if (sources.length === 0) return [];
+    const rows = await this.prisma.erasedSource.findMany({
+      where: { userId, source: { in: [...new Set(sources)] }, erasedAt: { gte: since } },
+      select: { source: true },
+      distinct: ["source"],
+    });
+    return rows.map((r) => r.source);
+  }
+
+  /** Upkeep: forgets deletion notes older than `before` (no turn runs that long). Returns how many. */
+  async pruneErasedBefore(before: Date): Promise<number> {
+    return (await this.prisma.erasedSource.deleteMany({ where: { erasedAt: { lt: before } } })).count;
+  }
 }

@@ -239,16 +239,17 @@ export class RequestRepository {
   /**
    * The user erased a memory or document: the text of it that past turns
    * cited (their stored `sources`) is erased too. Each such source keeps its
-   * id, source and score, with `text` emptied and `erased: true`. Returns how
-   * many requests changed.
+   * id, source and score, with `text` emptied and `erased: true`. Only in
+   * request `requestId` when given. Returns how many requests changed.
    */
-  async eraseSource(userId: string, source: string): Promise<number> {
+  async eraseSource(userId: string, source: string, requestId?: string): Promise<number> {
     return this.prisma.$executeRaw`
       UPDATE requests r SET sources = (
         SELECT jsonb_agg(CASE WHEN s->>'source' = ${source} THEN s || '{"text": "", "erased": true}'::jsonb ELSE s END ORDER BY n)
         FROM jsonb_array_elements(r.sources) WITH ORDINALITY AS e(s, n)
       )
-      WHERE r.user_id = ${userId}::uuid AND jsonb_typeof(r.sources) = 'array' AND r.sources @> jsonb_build_array(jsonb_build_object('source', ${source}::text))`;
+      WHERE r.user_id = ${userId}::uuid AND (${requestId ?? null}::uuid IS NULL OR r.id = ${requestId ?? null}::uuid)
+        AND jsonb_typeof(r.sources) = 'array' AND r.sources @> jsonb_build_array(jsonb_build_object('source', ${source}::text))`;
   }
 
   /**
