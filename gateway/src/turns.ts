@@ -69,7 +69,8 @@ export async function startTurn(ctx: GatewayContext, p: Principal, iface: Interf
   }
 }
 
-function titleFrom(content: string): string {
+/** A new conversation's title: the first line of what started it, at most 60 characters. */
+export function titleFrom(content: string): string {
   const line = content.trim().split("\n")[0] ?? "";
   return line.length > 60 ? `${line.slice(0, 57)}…` : line || "New conversation";
 }

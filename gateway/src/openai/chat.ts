@@ -58,7 +58,7 @@ import { ConversationBusyError, type TurnDoneEvent, type TurnErrorEvent, type Tu
 import type { GatewayContext } from "../context";
 import { principal } from "../auth/middleware";
 import { mount, Source, sourcesView, type RouteSpec } from "../api/schemas";
-import { startTurn } from "../turns";
+import { startTurn, titleFrom } from "../turns";
 import { OpenAIError, OpenAIErrorBody } from "./errors";
 import type { ModelCatalog } from "./models";
 import { isUuid, jsonRequest } from "./validate";
@@ -434,14 +434,17 @@ export function chatRouter(ctx: GatewayContext, catalog: ModelCatalog): Router {
     if (engines.length === 0) throw new OpenAIError(503, "server_error", "engine_unavailable", "no engine serves a chat model now", null, { "Retry-After": "5" });
 
     const user = principal(res);
-    const turnIn = (conversationId: string) => ({ conversationId, content: p.content, traceId: res.locals.requestId, options: p.options });
+    const begin = async (conversationId: string) => ({
+      handle: (await startTurn(ctx, user, "openai", { conversationId, content: p.content, traceId: res.locals.requestId, options: p.options })).handle,
+      conversationId,
+    });
     let created: string | undefined;
     const started = async (): Promise<{ handle: TurnHandle; conversationId: string }> => {
-      if (header) return { handle: (await startTurn(ctx, user, "openai", turnIn(header.toLowerCase()))).handle, conversationId: header.toLowerCase() };
+      if (header) return begin(header.toLowerCase());
       const continued = await claimContinuation(ctx.repos, user.userId, p.history);
       if (continued) {
         try {
-          return { handle: (await startTurn(ctx, user, "openai", turnIn(continued.conversationId))).handle, conversationId: continued.conversationId };
+          return await begin(continued.conversationId);
         } catch (err) {
           // Busy: a turn from another interface is adding to that history now, so this call gets a conversation of its own.
           if (!(err instanceof ConversationBusyError)) {
@@ -450,7 +453,7 @@ export function chatRouter(ctx: GatewayContext, catalog: ModelCatalog): Router {
           }
         }
       }
-      const conv = await ctx.repos.conversations.create(user.userId, { title: titleOf(p.history[0]?.content ?? p.content) });
+      const conv = await ctx.repos.conversations.create(user.userId, { title: titleFrom(p.history[0]?.content ?? p.content) });
       created = conv.id;
       let last = 0;
       for (const m of p.history) {
@@ -458,7 +461,7 @@ export function chatRouter(ctx: GatewayContext, catalog: ModelCatalog): Router {
         last = (await ctx.repos.messages.append(user.userId, conv.id, m)).createdAt.getTime();
       }
       await afterMillisecond(last);
-      return { handle: (await startTurn(ctx, user, "openai", turnIn(conv.id))).handle, conversationId: conv.id };
+      return begin(conv.id);
     };
     let conversationId: string;
     try {
@@ -519,11 +522,6 @@ export function chatRouter(ctx: GatewayContext, catalog: ModelCatalog): Router {
     }
   });
   return r;
-}
-
-function titleOf(content: string): string {
-  const line = content.trim().split("\n")[0] ?? "";
-  return line.length > 60 ? `${line.slice(0, 57)}…` : line || "New conversation";
 }
 
 /** The SSE side of a streamed completion: chunks written as they come, waiting for the socket when it is full. */
