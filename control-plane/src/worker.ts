@@ -143,7 +143,7 @@ export async function startWorkerProcess(config: Config, log: Logger): Promise<W
     // The memory jobs generate text: the engine this process starts has only the embedding model.
     let memory: MemoryWorker | undefined;
     if (!engine) {
-      memory = startMemoryWorker({ connection: redis.connection, repos: db.repos, memories: new Memories(db.repos, store, pool), pool, logger: log });
+      memory = startMemoryWorker({ connection: redis.connection, repos: db.repos, memories: new Memories(db.repos, store, pool), pool, logger: log, sql: db.sql });
       cleanups.push(() => memory!.close());
     } else log.info("memory jobs are left to the gateways: this worker's own engine has no chat model (set JOTA_INFERENCE_URLS to run them here)");
     log.info("worker ready", {

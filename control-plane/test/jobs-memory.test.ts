@@ -42,7 +42,7 @@ describe("jobs: memory extraction, summaries and upkeep through the queue", func
     pool = await servingPool([engine.address!]);
     memories = new Memories(db.repos, store, pool);
     queue = new MemoryQueue({ connection: redis.connection, extractDelayMs: 6000, backoffMs: 10 });
-    worker = startMemoryWorker({ connection: redis.connection, repos: db.repos, memories, pool, logger: silentLogger });
+    worker = startMemoryWorker({ connection: redis.connection, repos: db.repos, memories, pool, logger: silentLogger, sql: db.sql });
   });
   after(async () => {
     await worker?.close();
@@ -158,5 +158,16 @@ describe("jobs: memory extraction, summaries and upkeep through the queue", func
     assert.ok(kept.every((m) => m.requestId === null));
     assert.equal(r.erasedNotesPruned, 1, JSON.stringify(r));
     assert.deepEqual((await db.prisma.erasedSource.findMany({ where: { userId: ids.userId } })).map((n) => n.source), ["new-doc.md"]);
+
+    // PGlite has no autovacuum: upkeep vacuumed and analysed every table, the vector store's included.
+    assert.equal(db.backend, "pglite");
+    const tables = await db.sql.query<{ relname: string; vacuumed: boolean; analyzed: boolean }>(
+      `SELECT relname, last_vacuum IS NOT NULL AS vacuumed, last_analyze IS NOT NULL AS analyzed FROM pg_stat_user_tables ORDER BY relname`,
+    );
+    assert.ok(tables.some((t) => t.relname === "conversations") && tables.some((t) => t.relname.startsWith("memory_")), JSON.stringify(tables));
+    assert.equal(r.tablesVacuumed, tables.length, JSON.stringify(r));
+    assert.deepEqual(tables.filter((t) => !t.vacuumed || !t.analyzed), [], "every table vacuumed and analysed");
+    const [conv] = await db.sql.query<{ reltuples: number }>(`SELECT reltuples FROM pg_class WHERE relname = 'conversations'`);
+    assert.ok(Number(conv!.reltuples) >= 1, "the planner's statistics were gathered");
   });
 });

@@ -164,7 +164,7 @@ async function openJobs(
   await events.waitUntilReady().catch((err: Error) => log.warn("the ingest queue's events are not ready yet", { error: err.message }));
   const memoryQueue = new MemoryQueue({ connection: redis.connection, extractDelayMs: config.memory.extractionDelayMs, logger: log });
   cleanups.push(() => memoryQueue.close());
-  const memoryWorker = startMemoryWorker({ connection: redis.connection, repos: db.repos, memories, pool, logger: log });
+  const memoryWorker = startMemoryWorker({ connection: redis.connection, repos: db.repos, memories, pool, logger: log, sql: db.sql });
   cleanups.push(() => memoryWorker.close());
   // Every process that opens the queues sets the same schedule: one schedule, one job a night.
   await memoryQueue

@@ -17,6 +17,7 @@
 import { Queue, UnrecoverableError, WaitingError, Worker, type Job } from "bullmq";
 import { closer, logWorkerEvents } from "./worker-events";
 import type { Redis } from "ioredis";
+import type { DirectSql } from "../db/direct-sql";
 import type { Repositories } from "../db/repositories";
 import type { EnginePool } from "../engines/pool";
 import { silentLogger, type Logger } from "../log";
@@ -109,6 +110,8 @@ export interface MemoryWorkerOptions {
   memories: Memories;
   pool: EnginePool;
   logger: Logger;
+  /** The database through its driver: upkeep vacuums the embedded one with it (db/maintenance.ts). */
+  sql?: DirectSql;
   /** Default "jota-memory". */
   queueName?: string;
   /** Jobs at once. Default 1: each is a generation on the chat engine users are waiting on. */
@@ -122,7 +125,7 @@ export interface MemoryWorker {
 
 export function startMemoryWorker(opts: MemoryWorkerOptions): MemoryWorker {
   const logger = opts.logger.child({ component: "memory-worker" });
-  const deps = { repos: opts.repos, memories: opts.memories, pool: opts.pool, logger };
+  const deps = { repos: opts.repos, memories: opts.memories, pool: opts.pool, logger, sql: opts.sql };
   let closing = false;
   const processor = async (job: MemoryJob, token: string | undefined, signal: AbortSignal | undefined): Promise<MemoryJobResult> => {
     try {

@@ -9,7 +9,12 @@
 //   collection, finds them again after a model change;
 // - retention: finished requests older than JOTA_RETENTION_DAYS are
 //   deleted (their messages stay), and notes of deleted documents older
-//   than a day (a turn that could still need one ends far sooner).
+//   than a day (a turn that could still need one ends far sooner);
+// - vacuum: on the embedded database only, VACUUM (ANALYZE) of its tables
+//   (db/maintenance.ts: PGlite has no autovacuum), last, so that it
+//   reclaims what retention deleted.
+import type { DirectSql } from "../db/direct-sql";
+import { vacuumEmbedded } from "../db/maintenance";
 import type { Repositories } from "../db/repositories";
 import type { Logger } from "../log";
 import type { Memories } from "./memories";
@@ -29,16 +34,18 @@ export interface UpkeepResult {
   requestsPruned: number;
   /** Notes of deleted documents forgotten (DocumentRepository.noteErased). */
   erasedNotesPruned: number;
+  /** Tables vacuumed (embedded database only; 0 on PostgreSQL, whose autovacuum does it). */
+  tablesVacuumed: number;
   /** Steps that failed, with why (the others ran). */
   errors: string[];
 }
 
 export async function runUpkeep(
-  deps: { repos: Repositories; memories: Memories; logger: Logger },
+  deps: { repos: Repositories; memories: Memories; logger: Logger; sql?: DirectSql },
   opts: UpkeepOptions,
   signal?: AbortSignal,
 ): Promise<UpkeepResult> {
-  const r: UpkeepResult = { users: 0, duplicates: 0, nearDuplicates: 0, reembedded: 0, requestsPruned: 0, erasedNotesPruned: 0, errors: [] };
+  const r: UpkeepResult = { users: 0, duplicates: 0, nearDuplicates: 0, reembedded: 0, requestsPruned: 0, erasedNotesPruned: 0, tablesVacuumed: 0, errors: [] };
   const step = async (name: string, fn: () => Promise<void>) => {
     signal?.throwIfAborted();
     try {
@@ -72,6 +79,12 @@ export async function runUpkeep(
   });
   await step("erased-notes", async () => {
     r.erasedNotesPruned = await deps.repos.documents.pruneErasedBefore(new Date(Date.now() - 86_400_000));
+  });
+  await step("vacuum", async () => {
+    if (!deps.sql) return;
+    const v = await vacuumEmbedded(deps.sql, signal);
+    r.tablesVacuumed = v.tables;
+    if (v.tables > 0) deps.logger.info("embedded database vacuumed", { tables: v.tables, ms: Math.round(v.ms) });
   });
   deps.logger.info("upkeep done", { ...r });
   return r;
