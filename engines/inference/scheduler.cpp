@@ -142,23 +142,37 @@ void Scheduler::Loop() {
   }
 }
 
-// Moves queued requests into free slots, in arrival order. Slots belong to
-// this thread, so only the queue needs the lock; session I/O happens outside it.
+// Moves queued requests into free slots, in arrival order, skipping those
+// that cannot go yet: a request whose session's slot is still busy (its
+// previous request running) waits for that slot, and the requests behind it
+// take the free ones meanwhile instead of waiting with it (head-of-line
+// blocking: one client's second request on a busy session used to stall the
+// whole queue until its first one ended). Slots belong to this thread, so
+// only the queue needs the lock; session I/O happens outside it.
 void Scheduler::Admit() {
   for (;;) {
     std::unique_ptr<GenerateTask> task;
     Slot* slot = nullptr;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      // A request cancelled while it waited never takes a slot.
-      while (!queue_.empty() && queue_.front()->channel->cancelled()) {
-        queue_.front()->channel->Close();
-        queue_.pop_front();
-        counters_.cancellations++;
+      bool any_idle = false;
+      for (auto& s : slots_) any_idle = any_idle || s->state == Slot::State::kIdle;
+      for (auto it = queue_.begin(); it != queue_.end();) {
+        // A request cancelled while it waited never takes a slot.
+        if ((*it)->channel->cancelled()) {
+          (*it)->channel->Close();
+          it = queue_.erase(it);
+          counters_.cancellations++;
+          continue;
+        }
+        if (any_idle && (slot = PickSlot(**it)) != nullptr) {
+          task = std::move(*it);
+          queue_.erase(it);
+          break;
+        }
+        ++it;
       }
-      if (queue_.empty() || (slot = PickSlot(*queue_.front())) == nullptr) return;
-      task = std::move(queue_.front());
-      queue_.pop_front();
+      if (!task) return;
     }
     Prepare(*slot, std::move(task));
   }

@@ -41,6 +41,29 @@ describe("inference: concurrent streams", function () {
     assert.ok(short.started.queueMs < 50, `queued ${short.started.queueMs} ms behind a running stream`);
   });
 
+  it("a request waiting for its session's busy slot does not hold up the requests queued behind it", async () => {
+    // The session's first request runs long; its second waits for that slot
+    // (its KV cache is there). The anonymous request queued after it has
+    // free slots to go to and must not wait for the session.
+    const ended: Record<string, number> = {};
+    const track = (name: string, p: Promise<Collected>) => p.then((r) => ((ended[name] = Date.now()), r));
+    const first = track("first", h.generate(prompt("Count with me: one", { sessionId: "hol-session", maxTokens: 600 })));
+    await new Promise((r) => setTimeout(r, 30));
+    const second = track("second", h.generate(prompt("Count with me: one, two", { sessionId: "hol-session", maxTokens: 4 })));
+    await new Promise((r) => setTimeout(r, 30));
+    const other = await track("other", h.generate(prompt("Hi", { maxTokens: 4 })));
+    const [f, s] = await Promise.all([first, second]);
+    assert.equal(f.ids.length, 600);
+    assert.equal(s.done.finishReason, FinishReason.FINISH_REASON_LENGTH);
+    assert.equal(other.done.finishReason, FinishReason.FINISH_REASON_LENGTH);
+    assert.ok(ended.other! < ended.first!, `the anonymous request ended ${ended.other! - ended.first!} ms after the session's running one`);
+    assert.ok(other.started.queueMs < 50, `queued ${other.started.queueMs} ms behind the waiting session request`);
+    // The session's second request did wait, in the slot that holds its cache.
+    assert.ok(ended.second! >= ended.first!);
+    assert.equal(s.started.slot, f.started.slot);
+    assert.ok(s.started.cachedTokens > 0, "it reused the session's cache");
+  });
+
   it("Info reports busy slots while streams run, and none after", async () => {
     const running = Promise.all([0, 1].map((i) => h.generate(prompt(`stream ${i}`, { maxTokens: 400 }))));
     await new Promise((r) => setTimeout(r, 50));
