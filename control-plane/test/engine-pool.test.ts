@@ -5,16 +5,16 @@
 // Info, a Generate stream to cancel) run against a stub engine.
 import assert from "node:assert/strict";
 import net from "node:net";
-import { Server, ServerCredentials, status, type ServerWritableStream, type ServiceError } from "@grpc/grpc-js";
+import { status, type ServerWritableStream, type ServiceError } from "@grpc/grpc-js";
 import { EngineProcess, silentLogger } from "../src/index";
 import { EngineCallError, InferenceEngineClient, openChannel } from "../src/engines/clients";
 import { EnginePool, EngineUnavailableError, type EngineStatus } from "../src/engines/pool";
 import { engineForConversation } from "../src/sessions/affinity";
-import { HealthCheckResponse_ServingStatus, HealthService, type HealthServer } from "../src/gen/grpc/health/v1/health";
-import { InferenceService, type GenerateEvent, GenerateRequest, type InferenceServer } from "../src/gen/jota/v1/inference";
+import { type GenerateEvent, GenerateRequest } from "../src/gen/jota/v1/inference";
 import { openDatabase, type Database } from "../src/db/database";
 import { buildBin, requireFile, startEngine, testModel } from "./helpers/engines";
 import { freshPgliteDir } from "./helpers/postgres-backends";
+import { stubEngine } from "./helpers/stub-engine";
 
 const FAST = { infoIntervalMs: 200, backoffInitialMs: 100, backoffMaxMs: 1000, logger: silentLogger };
 
@@ -192,24 +192,6 @@ describe("engine pool (no engine reachable)", function () {
     }
   });
 });
-
-/** A gRPC server that speaks the engines' contract, with the behaviour each test needs. */
-async function stubEngine(impl: Partial<InferenceServer>, auth: string[] = []) {
-  const server = new Server();
-  const health: HealthServer = {
-    check: (_call, cb) => cb(null, { status: HealthCheckResponse_ServingStatus.SERVING }),
-    watch: (call) => {
-      auth.push(`Watch ${call.metadata.get("authorization")[0] ?? "(none)"}`);
-      call.write({ status: HealthCheckResponse_ServingStatus.SERVING });
-    },
-  };
-  server.addService(HealthService, health);
-  server.addService(InferenceService, impl as InferenceServer);
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
-  );
-  return { address: `127.0.0.1:${port}`, stop: () => server.forceShutdown() };
-}
 
 const delta = (text: string, index: number): GenerateEvent => ({ event: { $case: "delta", value: { text, tokenIds: [index], index } } });
 const request = GenerateRequest.fromPartial({ input: { $case: "prompt", value: "hola" }, sessionId: "s", requestId: "r" });

@@ -3,15 +3,14 @@
 // knows the engine is gone, and the conversation's next turn is served by
 // the other engine, which rebuilds the context from the stored history.
 import assert from "node:assert/strict";
-import { Server, ServerCredentials, status, type ServiceError } from "@grpc/grpc-js";
-import { HealthCheckResponse_ServingStatus, HealthService, type HealthServer } from "../src/gen/grpc/health/v1/health";
-import { InferenceInfo, InferenceService, type InferenceServer } from "../src/gen/jota/v1/inference";
+import { status, type ServiceError } from "@grpc/grpc-js";
 import type { EngineProcess } from "../src/engines/process";
 import type { EnginePool } from "../src/engines/pool";
 import { silentLogger } from "../src/log";
 import { openDatabase, type Database } from "../src/db/database";
 import { processGone, startEngine } from "./helpers/engines";
 import { freshPgliteDir } from "./helpers/postgres-backends";
+import { servingBasics, stubEngine } from "./helpers/stub-engine";
 import { chatArgs, deltas, last, runTurn, servingPool, userWithConversation, waitUntil } from "./helpers/turns";
 
 describe("turn: engine killed mid-turn (pglite)", function () {
@@ -84,57 +83,58 @@ describe("turn: engine killed mid-turn (pglite)", function () {
   });
 });
 
-describe("turn: engine gone before it streams (pglite)", function () {
+describe("turn: engine gone or full before it streams (pglite)", function () {
   this.timeout(120_000);
 
-  it("the turn moves to another engine and completes there", async () => {
-    // An engine that looks healthy but whose Generate finds the connection gone.
-    let generateCalls = 0;
-    const server = new Server();
-    const health: HealthServer = {
-      check: (_call, cb) => cb(null, { status: HealthCheckResponse_ServingStatus.SERVING }),
-      watch: (call) => void call.write({ status: HealthCheckResponse_ServingStatus.SERVING }),
-    };
-    server.addService(HealthService, health);
-    server.addService(InferenceService, {
-      info: (_call, cb) =>
-        cb(null, InferenceInfo.fromPartial({ slotsTotal: 4, queueMax: 8, ready: true, chatModel: { contextSize: 1024 } })),
-      countTokens: (call, cb) => cb(null, { tokens: 5 * call.request.messages.length, contextSize: 1024 }),
-      generate: (call) => {
-        generateCalls++;
-        call.emit("error", { code: status.UNAVAILABLE, details: "Connection dropped" } as ServiceError);
-      },
-    } as Partial<InferenceServer> as InferenceServer);
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
-    );
-    const stub = `127.0.0.1:${port}`;
-    const [real, db] = await Promise.all([
-      startEngine({ kind: "inference", args: chatArgs(1024) }),
-      openDatabase({ dataDir: await freshPgliteDir(), logger: silentLogger }),
-    ]);
-    const pool = await servingPool([stub, real.address!]);
-    try {
-      const ids = await userWithConversation(db, "moved");
-      await db.repos.conversations.setAffinity(ids.userId, ids.conversationId, stub); // its KV cache "is" on the stub
-      const downs: string[] = [];
-      pool.on("change", (st: { address: string; health: string; reason?: string }) => st.health === "down" && downs.push(`${st.address} ${st.reason}`));
-      const events = await runTurn(db, pool, ids, "Hola", { maxTokens: 8 });
-      assert.equal(generateCalls, 1, "the conversation's own engine was tried first");
-      const started = events[1]!;
-      assert.ok(started.type === "started", JSON.stringify(started));
-      assert.equal(started.engine, real.address);
-      const done = last(events, "done");
-      assert.equal(done.status, "COMPLETED");
-      const req = await db.repos.requests.get(ids.userId, done.requestId);
-      assert.deepEqual([req.status, req.engine], ["COMPLETED", real.address]);
-      assert.equal((await db.repos.conversations.get(ids.userId, ids.conversationId)).engineAffinity, real.address);
-      // The lease was released with the error: the pool marked the engine down at once (it reconnects by itself).
-      assert.deepEqual(downs, [`${stub} Generate on engine ${stub}: UNAVAILABLE: Connection dropped`]);
-    } finally {
-      pool.close();
-      server.forceShutdown();
-      await Promise.all([real.stop(), db.close()]);
-    }
-  });
+  // An engine that looks healthy but whose Generate fails at once (a stub: a real engine cannot be made to do this on demand).
+  const cases = [
+    { name: "gone (UNAVAILABLE): the pool marks it down at once", code: status.UNAVAILABLE, details: "Connection dropped", markedDown: true },
+    {
+      name: "full (RESOURCE_EXHAUSTED: its queue filled between the pool's Info polls): it stays up",
+      code: status.RESOURCE_EXHAUSTED,
+      details: "all 4 slots are busy and the wait queue (8) is full",
+      markedDown: false,
+    },
+  ];
+  for (const c of cases) {
+    it(`${c.name}; the turn moves to another engine and completes there`, async () => {
+      let generateCalls = 0;
+      const engine = await stubEngine({
+        ...servingBasics,
+        generate: (call) => {
+          generateCalls++;
+          call.emit("error", { code: c.code, details: c.details } as ServiceError);
+        },
+      });
+      const stub = engine.address;
+      const [real, db] = await Promise.all([
+        startEngine({ kind: "inference", args: chatArgs(1024) }),
+        openDatabase({ dataDir: await freshPgliteDir(), logger: silentLogger }),
+      ]);
+      const pool = await servingPool([stub, real.address!]);
+      try {
+        const ids = await userWithConversation(db, "moved");
+        await db.repos.conversations.setAffinity(ids.userId, ids.conversationId, stub); // its KV cache "is" on the stub
+        const downs: string[] = [];
+        pool.on("change", (st: { address: string; health: string; reason?: string }) => st.health === "down" && downs.push(`${st.address} ${st.reason}`));
+        const events = await runTurn(db, pool, ids, "Hola", { maxTokens: 8 });
+        assert.equal(generateCalls, 1, "the conversation's own engine was tried first");
+        const started = events[1]!;
+        assert.ok(started.type === "started", JSON.stringify(started));
+        assert.equal(started.engine, real.address);
+        const done = last(events, "done");
+        assert.equal(done.status, "COMPLETED");
+        const req = await db.repos.requests.get(ids.userId, done.requestId);
+        assert.deepEqual([req.status, req.engine], ["COMPLETED", real.address]);
+        assert.equal((await db.repos.conversations.get(ids.userId, ids.conversationId)).engineAffinity, real.address);
+        // The lease was released with the error: a gone engine is marked down at once (it reconnects by itself), a full one is not.
+        const name = c.code === status.UNAVAILABLE ? "UNAVAILABLE" : "RESOURCE_EXHAUSTED";
+        assert.deepEqual(downs, c.markedDown ? [`${stub} Generate on engine ${stub}: ${name}: ${c.details}`] : []);
+      } finally {
+        pool.close();
+        engine.stop();
+        await Promise.all([real.stop(), db.close()]);
+      }
+    });
+  }
 });

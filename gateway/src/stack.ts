@@ -106,7 +106,7 @@ export async function openStack(config: Config, log: Logger, opts: StackOptions 
     // Turns settle before the queues exist only in the moments of start-up; those queue nothing.
     let jobs: Jobs | undefined;
     const afterTurn = (t: TurnSettled) => jobs && queueMemoryWork(config, jobs.memoryQueue, t, log);
-    const runner = new TurnRunner({ repos: db.repos, pool, router, logger: log, retrieval, afterTurn });
+    const runner = new TurnRunner({ repos: db.repos, pool, router, logger: log, retrieval, afterTurn, engineStallMs: config.engineStallMs });
     cleanups.push(() => runner.close());
     jobs = store && memories ? await openJobs(config, db, pool, store, memories, log, cleanups) : undefined;
     return { config, log, db, pool, router, runner, store, memories, jobs, secret, processes, close };

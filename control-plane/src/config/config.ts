@@ -21,6 +21,7 @@ export const ENV_VARS: readonly EnvVarSpec[] = [
   { name: "JOTA_INFERENCE_URLS", default: "", description: "Comma-separated host:port of running inference engines; empty = start one locally" },
   { name: "JOTA_TRANSCRIPTION_URLS", default: "", description: "Comma-separated host:port of running transcription engines; empty = start one locally" },
   { name: "JOTA_ENGINE_TOKEN", default: "(random per start)", description: "Bearer token between the control plane and the engines" },
+  { name: "JOTA_ENGINE_STALL_MS", default: "300000", description: "A chat turn whose engine sends nothing for this long after starting it (stuck, or its host gone) is cancelled and fails TIMEOUT; 0 = no limit" },
   { name: "JOTA_INFERENCE_PORT", default: "50051", description: "Port of the locally started inference engine (0 picks a free one)" },
   { name: "JOTA_TRANSCRIPTION_PORT", default: "50052", description: "Port of the locally started transcription engine (0 picks a free one)" },
   { name: "JOTA_THREADS", default: "(all cores)", description: "CPU threads of each local engine" },
@@ -88,6 +89,8 @@ export interface Config {
   logLevel: LogLevel;
   engineToken: string;
   engineTokenGenerated: boolean;
+  /** JOTA_ENGINE_STALL_MS: longest silence of an engine within a turn (0: none). */
+  engineStallMs: number;
   /** Engines started as children of this process (absent when URLs are given). */
   localInference: LocalInferenceEngine | undefined;
   localTranscription: { model: string; port: number; threads: number | undefined } | undefined;
@@ -285,6 +288,7 @@ export function loadConfig(env: Env = process.env, randomToken: () => string = d
     logLevel: logLevel as LogLevel,
     engineToken: token || randomToken(),
     engineTokenGenerated: token === "",
+    engineStallMs: int(env, "JOTA_ENGINE_STALL_MS", 300_000, 0, 86_400_000),
     localInference,
     localTranscription,
     inferenceUrls,

@@ -41,6 +41,9 @@ export type EngineFailure =
   | "cancelled" // the caller aborted
   | "unauthenticated" // wrong or missing JOTA_ENGINE_TOKEN
   | "unimplemented"
+  | "invalid" // the engine refused the request itself (INVALID_ARGUMENT): no other engine would take it either
+  | "busy" // every slot busy and the wait queue full (RESOURCE_EXHAUSTED): another engine may have room
+  | "stalled" // the call went silent (GenerateOptions.stallMs): cancelled, the engine is stuck or gone
   | "failed"; // the engine answered with an error
 
 export class EngineCallError extends Error {
@@ -62,6 +65,8 @@ const FAILURES: Partial<Record<status, EngineFailure>> = {
   [status.CANCELLED]: "cancelled",
   [status.UNAUTHENTICATED]: "unauthenticated",
   [status.UNIMPLEMENTED]: "unimplemented",
+  [status.INVALID_ARGUMENT]: "invalid",
+  [status.RESOURCE_EXHAUSTED]: "busy",
 };
 
 export function toEngineError(err: unknown, address: string, method: string): EngineCallError {
@@ -94,6 +99,13 @@ export function openChannel(address: string, s: ChannelSettings): { channel: Cha
   const channel = new Channel(address, credentials.createInsecure(), {
     "grpc.initial_reconnect_backoff_ms": s.reconnectInitialMs,
     "grpc.max_reconnect_backoff_ms": s.reconnectMaxMs,
+    // An engine host that vanishes without closing the connection (power,
+    // network) is noticed within ~40 s: its calls fail UNAVAILABLE instead of
+    // waiting for TCP to give up (~15 min). The engines accept pings 5 s
+    // apart (engines/common/runtime.cpp).
+    "grpc.keepalive_time_ms": 30_000,
+    "grpc.keepalive_timeout_ms": 10_000,
+    "grpc.keepalive_permit_without_calls": 1,
     // Generate requests carry whole conversations.
     "grpc.max_send_message_length": 64 << 20,
     "grpc.max_receive_message_length": 64 << 20,
@@ -121,6 +133,15 @@ export interface GenerateOptions {
   signal?: AbortSignal;
   /** Overall limit of the stream; none by default (a turn is bounded by max_tokens and abort). */
   deadlineMs?: number;
+  /**
+   * Longest silence allowed once the engine has started the request (its
+   * `started` event: before it, the request may wait in the engine's queue
+   * for as long as the slots ahead of it take). Past it the call is
+   * cancelled and fails as "stalled": an engine stuck in a decode, or a
+   * connection that stays open to a dead peer, no longer holds the turn (and
+   * its conversation) forever. 0 or unset: no limit.
+   */
+  stallMs?: number;
 }
 
 export class InferenceEngineClient {
@@ -161,14 +182,35 @@ export class InferenceEngineClient {
     const call = this.raw.generate(req, new Metadata(), opts.deadlineMs ? { deadline: Date.now() + opts.deadlineMs } : {});
     const cancel = () => call.cancel();
     signal?.addEventListener("abort", cancel, { once: true });
+    // One timer for the whole call, re-armed by each event (a timer per event would cost every token).
+    const stallMs = opts.stallMs ?? 0;
+    let lastEvent = 0;
+    let stalled = false;
+    let timer: NodeJS.Timeout | undefined;
+    const watch = () => {
+      const idle = performance.now() - lastEvent;
+      if (idle < stallMs) timer = setTimeout(watch, stallMs - idle);
+      else {
+        stalled = true;
+        call.cancel();
+      }
+    };
     let finished = false;
     try {
-      for await (const ev of call as AsyncIterable<GenerateEvent>) yield ev;
+      for await (const ev of call as AsyncIterable<GenerateEvent>) {
+        if (stallMs > 0) {
+          lastEvent = performance.now();
+          if (!timer && ev.event?.$case === "started") timer = setTimeout(watch, stallMs);
+        }
+        yield ev;
+      }
       finished = true;
     } catch (err) {
       finished = true;
+      if (stalled) throw new EngineCallError(this.address, "Generate", status.DEADLINE_EXCEEDED, "stalled", `no event from the engine for ${stallMs} ms`);
       throw toEngineError(err, this.address, "Generate");
     } finally {
+      clearTimeout(timer);
       signal?.removeEventListener("abort", cancel);
       if (!finished) call.cancel(); // the consumer stopped iterating: free the engine's slot
     }

@@ -58,6 +58,8 @@ import { InvalidTransitionError } from "../db/repositories";
 export interface TurnDeps {
   repos: Repositories;
   pool: EnginePool;
+  /** Longest silence of the engine once it has started a turn (JOTA_ENGINE_STALL_MS; default 5 minutes, 0: none). */
+  engineStallMs?: number;
   /** Without one every turn is chat (source "default"). */
   router?: IntentRouter;
   logger: Logger;
@@ -109,6 +111,8 @@ export interface TurnOptions {
   historyLimit?: number;
   /** Overall deadline of the Generate stream (none by default). */
   deadlineMs?: number;
+  /** This turn's own engine-silence limit, instead of deps.engineStallMs. */
+  stallMs?: number;
   /** When the conversation has a turn running: wait for it (default) or fail at once with ConversationBusyError. */
   ifBusy?: "wait" | "fail";
 }
@@ -408,7 +412,7 @@ async function* lockedTurn(
           });
           // The engine call goes out first (next() starts it); the turn's first write runs while the
           // engine prefills, and every event waits for it to commit: nothing is streamed before it is stored.
-          events = lease.client.generate(req, { signal: ac.signal, deadlineMs: opts.deadlineMs });
+          events = lease.client.generate(req, { signal: ac.signal, deadlineMs: opts.deadlineMs, stallMs: opts.stallMs ?? deps.engineStallMs ?? DEFAULT_STALL_MS });
           let next = events.next();
           next.catch(() => {}); // awaited below
           await new Promise<void>((r) => setImmediate(r)); // let grpc-js put the call on the wire before PGlite holds the thread
@@ -466,7 +470,8 @@ async function* lockedTurn(
           held?.release(err); // an engine that went away is marked down now
           if (ac.signal.aborted) throw err;
           const e = err instanceof EngineCallError ? err : undefined;
-          if (!yielded && e?.failure === "unavailable" && exclude.size + 1 < pool.inference.length) {
+          // Gone, or full (its queue filled between the pool's Info polls): another engine may serve it.
+          if (!yielded && (e?.failure === "unavailable" || e?.failure === "busy") && exclude.size + 1 < pool.inference.length) {
             exclude.add(address);
             log.warn("engine failed before streaming; trying another", { engine: address, error: e.message });
             continue;
@@ -641,10 +646,17 @@ function classify(err: unknown, engine: string | undefined, tokens: number, midS
     const where = midStream ? ` mid-turn, after ${tokens} generated tokens` : "";
     if (err.failure === "unavailable") return new TurnFailure("ENGINE_ERROR", `engine ${err.address} went away${where}: ${err.message}`, { cause: err });
     if (err.failure === "deadline") return new TurnFailure("TIMEOUT", `engine ${err.address} did not finish in time${where}: ${err.message}`, { cause: err });
+    if (err.failure === "stalled") return new TurnFailure("TIMEOUT", `engine ${err.address} stopped sending${where}: ${err.message}`, { cause: err });
+    // The engine's own check of the request (a stop string, the schema, the chat template, the context): the caller's to fix.
+    if (err.failure === "invalid") return new TurnFailure("INVALID_REQUEST", `engine ${err.address} refused the request: ${err.message}`, { cause: err });
+    if (err.failure === "busy") return new TurnFailure("ENGINE_UNAVAILABLE", `engine ${err.address} is full${where}: ${err.message}`, { cause: err });
     return new TurnFailure("ENGINE_ERROR", `engine ${err.address} failed${where}: ${err.message}`, { cause: err });
   }
   return new TurnFailure("INTERNAL", `internal error${engine ? ` (engine ${engine})` : ""}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
 }
+
+/** JOTA_ENGINE_STALL_MS's default: far above any gap between a CPU engine's events, prefill of a long prompt included. */
+const DEFAULT_STALL_MS = 300_000;
 
 /** Prompt tokens retrieved context may take: a quarter of the context, at most 1024. */
 function retrievalBudget(contextSize: number): number {

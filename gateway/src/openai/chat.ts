@@ -370,15 +370,16 @@ function turnFailure(e: TurnErrorEvent): OpenAIError {
   const refused = /INVALID_ARGUMENT: (.*)$/s.exec(e.message)?.[1];
   switch (e.errorType) {
     case "INVALID_REQUEST":
+      // The engine's own refusals (a schema it cannot compile, …) but its context check, which is the history's length.
+      if (refused !== undefined && !/the context holds/.test(refused))
+        return OpenAIError.invalid(/json_schema/.test(refused) ? "response_format" : null, "invalid_value", `the engine refused the request: ${refused}`);
       return new OpenAIError(400, "invalid_request_error", "context_length_exceeded", e.message, "messages");
     case "ENGINE_UNAVAILABLE":
+      if (/RESOURCE_EXHAUSTED/.test(e.message)) return new OpenAIError(503, "server_error", "engine_overloaded", e.message, null, { "Retry-After": "1" });
       return new OpenAIError(503, "server_error", "engine_unavailable", e.message, null, { "Retry-After": "5" });
     case "TIMEOUT":
       return new OpenAIError(503, "server_error", "timeout", e.message);
     case "ENGINE_ERROR":
-      if (refused !== undefined)
-        return OpenAIError.invalid(/json_schema/.test(refused) ? "response_format" : null, "invalid_value", `the engine refused the request: ${refused}`);
-      if (/RESOURCE_EXHAUSTED/.test(e.message)) return new OpenAIError(503, "server_error", "engine_overloaded", e.message, null, { "Retry-After": "1" });
       return new OpenAIError(500, "server_error", "engine_error", e.message);
     default:
       return new OpenAIError(500, "server_error", "internal_error", `internal error (request ${e.requestId})`);
