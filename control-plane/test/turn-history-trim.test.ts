@@ -87,6 +87,17 @@ describe("turn: history longer than the context (pglite)", function () {
     assert.ok(p.trimmedMessages > 0);
   });
 
+  it("a window that fits whole but opens with the assistant (the history limit cut a question from its answer) starts at the next user message", async () => {
+    const { ids } = await longConversation("cut", 3); // user, assistant, user
+    const conversation = await db.repos.conversations.get(ids.userId, ids.conversationId);
+    const history = await db.repos.messages.recent(ids.userId, ids.conversationId, 2); // assistant, user
+    assert.deepEqual(history.map((m) => m.role), ["ASSISTANT", "USER"]);
+    const p = await buildPrompt(client(), { conversation, systemPrompt: DEFAULT_SYSTEM_PROMPT, budget: CTX, history });
+    assert.deepEqual(p.messages.map((m) => m.role), ["system", "user"]);
+    assert.equal(p.messages[1]!.content, line(2));
+    assert.equal(p.historyMessages, 1);
+  });
+
   it("with a summary, what it covers is replaced by it", async () => {
     const { ids, stored } = await longConversation("summary", 6);
     await db.repos.conversations.setSummary(ids.userId, ids.conversationId, "Hablamos del riego del jardín.", stored[3]!.id);

@@ -127,6 +127,13 @@ export async function buildPrompt(engine: InferenceEngineClient, p: PromptInput)
     const i = history.findIndex((m) => m.id === p.conversation.summaryThroughId);
     if (i >= 0) history = history.slice(i + 1);
   }
+  // The window starts at a user message, whether or not it is trimmed: some
+  // chat templates (Gemma's, Mistral's) refuse a conversation that opens with
+  // the assistant, and the history limit (forTurn) can cut a question from
+  // its answer.
+  let lead = 0;
+  while (lead < history.length - 1 && history[lead]!.role !== "USER") lead++;
+  if (lead > 0) history = history.slice(lead);
   const system = systemMessage(p.systemPrompt, p.context ?? [], summary);
   const chat = history.map((m): ChatMessage => ({ role: ROLE[m.role], content: m.content }));
 
