@@ -96,6 +96,27 @@ describe("openai /v1: bad input", function () {
     assert.deepEqual(after, { conversations: before.conversations + 1, requests: before.requests + 1 }, "only the accepted request is stored");
   });
 
+  it("a stop string is limited in UTF-8 bytes, as the engine limits it: 258 bytes is a 400 on stop, storing nothing; 256 bytes is answered", async () => {
+    const u = await t.user("long-stops");
+    const before = await footprint(u.userId);
+    // 129 characters, 258 bytes: within a limit counted in characters, beyond the engine's.
+    for (const [stop, param] of [
+      ["é".repeat(129), "stop"],
+      [["fin", "é".repeat(129)], "stop.1"],
+    ] as const) {
+      const r = await api(t, u.key, "POST", "/v1/chat/completions", chat({ stop }));
+      openaiShape(r);
+      assert.equal(r.status, 400, r.text);
+      assert.deepEqual([r.json.error.type, r.json.error.param, r.json.error.code], ["invalid_request_error", param, "invalid_value"], r.text);
+    }
+    assert.deepEqual(await footprint(u.userId), before);
+
+    for (const stop of ["é".repeat(128), ["fin", "é".repeat(128)]]) {
+      const ok = await api(t, u.key, "POST", "/v1/chat/completions", chat({ stop }));
+      assert.equal(ok.status, 200, ok.text);
+    }
+  });
+
   it("a JSON schema the engine cannot compile is a 400 on response_format; the user's message is kept on the FAILED request", async () => {
     const u = await t.user("schemer");
     const r = await api(

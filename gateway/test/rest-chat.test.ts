@@ -177,6 +177,24 @@ describe("REST POST /api/v1/chat (synchronous)", function () {
     assert.deepEqual(await stored(alice.userId), before);
   });
 
+  it("limits stop strings in UTF-8 bytes, as the engine does: 258 bytes is a 400 naming the string, storing nothing; 256 bytes runs", async () => {
+    const before = await stored(alice.userId);
+    // 129 characters, 258 bytes: within a limit counted in characters, beyond the engine's.
+    for (const [stop, field] of [
+      [["fin", "é".repeat(129)], "options.stop.1"],
+      [["x".repeat(257)], "options.stop.0"],
+    ] as const) {
+      const e = assertError(await api(t, alice.key, "POST", "/api/v1/chat", { content: "hi", options: { stop } }), 400, "validation_error");
+      assert.equal(e.details.field, field, JSON.stringify(e));
+      assert.match(e.message, /256 bytes/);
+    }
+    assert.deepEqual(await stored(alice.userId), before);
+
+    const ok = await api(t, alice.key, "POST", "/api/v1/chat", { content: "hi", options: { max_tokens: 2, stop: ["é".repeat(128), "x".repeat(256)] } });
+    assert.equal(ok.status, 200, ok.text);
+    assert.equal(ok.json.status, "COMPLETED");
+  });
+
   it("another user's conversation is not found and nothing is stored for either", async () => {
     const conv = (await api(t, alice.key, "POST", "/api/v1/conversations", { title: "alice only" })).json;
     const [a0, b0] = await Promise.all([stored(alice.userId), stored(bob.userId)]);

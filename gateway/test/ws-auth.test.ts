@@ -3,8 +3,11 @@
 // credential without `chat` or of another user, an ADMIN's included; 404 for
 // any other path). The three ways to present a key (header, subprotocol,
 // query) work, and a key revoked while its socket is open stops working at
-// the next message frame: error frame, close 1008, nothing stored.
+// the next message frame: error frame, close 1008, nothing stored. A check
+// that fails for another reason (the database) says nothing about the key:
+// its error frame leaves the socket open.
 import assert from "node:assert/strict";
+import { createLogger } from "@jota/control-plane";
 import { startTestGateway, type TestGateway, type TestUser } from "./helpers/gateway";
 import { connect, refused, stored } from "./helpers/ws-client";
 
@@ -12,8 +15,9 @@ describe("ws: authentication and authorisation at the upgrade", function () {
   this.timeout(120_000);
   let t: TestGateway;
   let u: TestUser;
+  const logLines: string[] = [];
   before(async () => {
-    t = await startTestGateway({ embeddings: false });
+    t = await startTestGateway({ embeddings: false, logger: createLogger("error", {}, (l) => logLines.push(l)) });
     u = await t.user("ws-auth");
   });
   after(() => t?.close());
@@ -95,5 +99,44 @@ describe("ws: authentication and authorisation at the upgrade", function () {
     const closed = await c.closed;
     assert.equal(closed.code, 1008);
     assert.deepEqual(await stored(t.stack, v.userId), before);
+  });
+
+  it("a database failure while re-checking the key: internal_error frame, logged, the socket stays open and the next message works", async () => {
+    const v = await t.user("ws-auth-hiccup");
+    const c = await connect(t, v.userId, v.key);
+    await pingPong(c);
+    const before = await stored(t.stack, v.userId);
+    // The gateway's Authenticator reads the key through this repository: its next read fails once, as on a dropped connection.
+    const keys = t.stack.db.repos.apiKeys;
+    let failures = 0;
+    const real = keys.authenticate;
+    keys.authenticate = function (this: typeof keys, ...args: Parameters<typeof real>) {
+      if (failures++ === 0) return Promise.reject(new Error("connection terminated"));
+      return real.apply(this, args);
+    };
+    try {
+      const logged = logLines.length;
+      c.send({ type: "message", id: "hiccup", content: "hola", options: { max_tokens: 2 } });
+      const err = await c.waitFor((f) => f.type === "error" && f.id === "hiccup", "the error frame");
+      assert.deepEqual([err.code, "request_id" in err], ["internal_error", false], JSON.stringify(err));
+      c.send({ type: "ping", id: "after-hiccup" });
+      await c.waitFor((f) => f.type === "pong" && f.id === "after-hiccup", "the pong after the error");
+      assert.equal(c.ws.readyState, c.ws.OPEN, "the socket stays open");
+      assert.equal(failures, 1);
+      const lines = logLines.slice(logged).map((l) => JSON.parse(l) as Record<string, unknown>);
+      assert.ok(
+        lines.some((l) => l.level === "error" && /connection terminated/.test(JSON.stringify(l))),
+        `the failure is logged: ${JSON.stringify(lines)}`,
+      );
+      assert.deepEqual(await stored(t.stack, v.userId), before, "the refused message stored nothing");
+
+      c.send({ type: "message", id: "again", content: "hola", options: { max_tokens: 2 } });
+      const end = await c.waitFor((f) => (f.type === "end" || f.type === "error") && f.id === "again", "the next message's end");
+      assert.deepEqual([end.type, end.status], ["end", "COMPLETED"], JSON.stringify(end));
+      assert.equal(c.ws.readyState, c.ws.OPEN);
+    } finally {
+      delete (keys as { authenticate?: unknown }).authenticate; // the prototype's method again
+      c.close();
+    }
   });
 });

@@ -81,6 +81,21 @@ describe("ws: bad input", function () {
     assert.deepEqual(await stored(t.stack, u.userId), before);
   });
 
+  it("a stop string is limited in UTF-8 bytes, as the engine limits it: 258 bytes is refused before anything is stored, 256 bytes runs", async () => {
+    const before = await stored(t.stack, u.userId);
+    // 129 characters, 258 bytes: within a limit counted in characters, beyond the engine's.
+    const e = await errorFor({ type: "message", id: "s1", content: "hola", options: { stop: ["fin", "é".repeat(129)] } });
+    assert.deepEqual([e.code, e.details.field, e.id, "request_id" in e], ["validation_error", "options.stop.1", "s1", false], JSON.stringify(e));
+    assert.match(e.message, /^options\.stop\.1: .*256 bytes/);
+    const ascii = await errorFor({ type: "message", id: "s2", content: "hola", options: { stop: ["x".repeat(257)] } });
+    assert.deepEqual([ascii.code, ascii.details.field], ["validation_error", "options.stop.0"]);
+    assert.deepEqual(await stored(t.stack, u.userId), before);
+
+    c.send({ type: "message", id: "s3", content: "hola", options: { max_tokens: 2, stop: ["é".repeat(128), "x".repeat(256)] } });
+    const end = await c.waitFor((f) => (f.type === "end" || f.type === "error") && f.id === "s3", "the 256-byte stop string's turn");
+    assert.deepEqual([end.type, end.status], ["end", "COMPLETED"], JSON.stringify(end));
+  });
+
   it("a binary frame is unsupported_media_type; the socket stays open", async () => {
     const before = await stored(t.stack, u.userId);
     const seen = c.frames.length;

@@ -25,7 +25,7 @@ import { principal } from "../auth/middleware";
 import { ApiError } from "../http/errors";
 import { body } from "../http/validate";
 import { startTurn } from "../turns";
-import { Id, RequestStatus, mount, type RouteSpec } from "./schemas";
+import { Id, RequestStatus, mount, stopStrings, type RouteSpec } from "./schemas";
 import { RequestView, links, loadRequestView } from "./requests";
 
 const ChatOptions = z
@@ -39,7 +39,7 @@ const ChatOptions = z
     presence_penalty: z.number().min(-2).max(2).optional(),
     frequency_penalty: z.number().min(-2).max(2).optional(),
     seed: z.number().int().min(0).max(0xffff_ffff).optional(),
-    stop: z.array(z.string().min(1)).max(8).optional().meta({ description: "Strings that end the reply (not included in it)." }),
+    stop: stopStrings(8).optional().meta({ description: "Strings that end the reply (not included in it)." }),
     system_prompt: z.string().min(1).max(32_768).optional().meta({ description: "Replaces Jota's default system prompt for this turn." }),
   })
   .strict()

@@ -99,6 +99,30 @@ export function pageOf<T extends z.ZodType>(item: T) {
   });
 }
 
+/**
+ * The inference engine's limits on stop strings (engines/inference/service.cpp).
+ * It refuses a request past them only once the turn has begun, with the user's
+ * message already stored, so every interface checks them first.
+ */
+export const MAX_STOP_STRINGS = 16;
+export const MAX_STOP_BYTES = 256;
+
+// Bytes, as the engine counts them: a limit in characters lets 129 "é" (258
+// bytes) through. The character limit is implied by the byte limit; it stays
+// for the OpenAPI document (maxLength), which cannot say "bytes".
+const StopString = z
+  .string()
+  .min(1)
+  .max(MAX_STOP_BYTES, { error: `must be at most ${MAX_STOP_BYTES} bytes in UTF-8`, abort: true })
+  .refine((s) => Buffer.byteLength(s, "utf8") <= MAX_STOP_BYTES, `must be at most ${MAX_STOP_BYTES} bytes in UTF-8`)
+  .meta({ description: `1 to ${MAX_STOP_BYTES} bytes in UTF-8.` });
+
+/** Up to `max` stop strings: an interface may allow fewer than the engine takes, never more. */
+export function stopStrings(max: number) {
+  if (max > MAX_STOP_STRINGS) throw new Error(`the engine takes at most ${MAX_STOP_STRINGS} stop strings, not ${max}`);
+  return z.array(StopString).max(max);
+}
+
 export const RequestStatus = z.enum(["PENDING", "STREAMING", "PROCESSING", "COMPLETED", "FAILED", "ABORTED"]).meta({
   id: "RequestStatus",
   description: "PENDING -> STREAMING -> COMPLETED | FAILED | ABORTED; PROCESSING: the caller stopped waiting and the turn runs on in the background.",

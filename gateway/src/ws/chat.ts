@@ -214,13 +214,23 @@ export class ChatConnection {
     }
   }
 
-  /** The principal again (the credential may have been revoked since the upgrade); on failure the socket is closed. */
+  /**
+   * The principal again (the credential may have been revoked since the
+   * upgrade). A refused credential is answered here and the socket closed
+   * (undefined); a check that could not be made (the database, the identity
+   * provider) throws, for the caller to answer its frame.
+   */
   private async recheckCredential(id: FrameId | undefined): Promise<Principal | undefined> {
     let p: Principal;
     try {
       p = await this.ctx.auth.authenticate(this.credential);
     } catch (err) {
-      this.outbox.send(errorFrame(toApiError(err), { id }));
+      const e = toApiError(err);
+      // Only a refusal says the credential is gone. A failure to check it says
+      // nothing about it: closing 1008 would tell the client its key was revoked,
+      // and would cut off every client that sends a frame while it lasts.
+      if (e.code !== "unauthorized" && e.code !== "forbidden") throw err;
+      this.outbox.send(errorFrame(e, { id }));
       this.ws.close(CLOSE.policy, "credential no longer valid");
       return undefined;
     }

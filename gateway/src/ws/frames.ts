@@ -8,7 +8,7 @@
 // echoes it on the frames that answer it (pong, error, a turn's start, end
 // and error, a job watch's job and error frames), never on token frames,
 // which stay small.
-import { sourcesView } from "../api/schemas";
+import { sourcesView, stopStrings } from "../api/schemas";
 import { z } from "zod";
 import type { IngestJobStatus, TurnDoneEvent, TurnStartedEvent } from "@jota/control-plane";
 import { jobView, type JobView } from "../api/documents";
@@ -35,7 +35,7 @@ export const messageOptions = z
     temperature: z.number().min(0).max(2).optional(),
     top_p: z.number().gt(0).max(1).optional(),
     seed: z.number().int().min(0).max(0xffff_ffff).optional(),
-    stop: z.array(z.string().min(1).max(256)).max(8).optional(),
+    stop: stopStrings(8).optional(),
   })
   .strict();
 
