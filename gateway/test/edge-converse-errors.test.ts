@@ -127,6 +127,58 @@ describe("edge gRPC: Converse refusals", function () {
     assert.ok(msgs[1]!.content.startsWith(turn.deltas.join("")));
   });
 
+  const leases = () => t.stack.pool.transcription[0]!.inflight;
+  /** Leases held on the transcription engine once they settle: a release comes at once, a leak stays for good. */
+  async function leasesAfter(expected: number, settleMs = 1000): Promise<number> {
+    const deadline = Date.now() + settleMs;
+    while (leases() !== expected && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+    return leases();
+  }
+
+  it("a call cancelled while its config is checked opens no engine stream", async () => {
+    const conversation = await t.stack.db.repos.conversations.create(alice.userId, { title: "kitchen" });
+    const before = leases();
+    const repo = t.stack.db.repos.conversations;
+    const get = repo.get;
+    let asked = false;
+    // The conversation check is the await during which the device cancels.
+    repo.get = async (...args: Parameters<typeof get>) => {
+      asked = true;
+      await new Promise((r) => setTimeout(r, 500));
+      return get.apply(repo, args);
+    };
+    try {
+      const run = converse(client, auth(token)).config({ conversationId: conversation.id });
+      await until("the conversation check", () => asked);
+      await new Promise((r) => setTimeout(r, 100));
+      run.call.cancel();
+      assert.equal((await run.done).code, status.CANCELLED);
+      await new Promise((r) => setTimeout(r, 1000));
+      assert.equal(await leasesAfter(before), before, "no transcription engine lease is left held");
+    } finally {
+      repo.get = get;
+    }
+  });
+
+  for (const how of ["a bad chunk", "a cancel"] as const)
+    it(`${how} while an utterance is decoded and the next engine stream is open releases every engine lease`, async () => {
+      const before = leases();
+      const run = converse(client, auth(token)).config();
+      // The whole of jfk.wav: its finals take the engine a while, and the next audio opens a second engine stream meanwhile.
+      await run.audio(chunked(jfkPcm(), 3200));
+      run.endOfAudio();
+      await run.audio([silence]);
+      if (how === "a bad chunk") run.call.write({ msg: { $case: "audio", value: Buffer.alloc(5) } });
+      else {
+        await until("the second engine stream", () => leases() === before + 2, 10_000);
+        run.call.cancel();
+      }
+      const ended = await run.done;
+      assert.equal(ended.code, how === "a bad chunk" ? status.INVALID_ARGUMENT : status.CANCELLED, ended.details);
+      assert.equal(finalsOf(run.events).length, 0, `the call ended before the first final: ${summary(run.events)}`);
+      assert.equal(await leasesAfter(before), before, "every engine lease was released");
+    });
+
   it("without a transcription engine: UNAVAILABLE at config", async () => {
     const text = await startTestGateway();
     const c = assistantClient(text);

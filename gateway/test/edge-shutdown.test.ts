@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { credentials, Metadata, status, type ServiceError } from "@grpc/grpc-js";
 import { HealthCheckResponse_ServingStatus as Serving, HealthClient, type HealthCheckResponse } from "@jota/control-plane/gen/grpc/health/v1/health";
 import { startTestGateway, type TestGateway } from "./helpers/gateway";
-import { assistantClient, auth, chat, chunked, converse, deviceToken, jfkPcm, turnsOf } from "./helpers/edge";
+import { assistantClient, auth, chat, chunked, converse, deviceToken, jfkPcm, turnsOf, until } from "./helpers/edge";
 
 describe("edge gRPC: shutdown", function () {
   this.timeout(180_000);
@@ -58,6 +58,40 @@ describe("edge gRPC: shutdown", function () {
     } finally {
       client.close();
       health.close();
+    }
+  });
+
+  it("a Converse call authenticated after the shutdown began is refused UNAVAILABLE at once, not cut at the end of the grace", async () => {
+    // Its own gateway: the one above is closed by now.
+    const own = await startTestGateway({ transcription: true });
+    const client = assistantClient(own);
+    const repo = own.stack.db.repos.devices;
+    const authenticate = repo.authenticate;
+    try {
+      const user = await own.user("insomniac");
+      const dev = await deviceToken(own, user.userId, "hallway");
+      let asked = false;
+      // The device token is still being checked when close() begins.
+      repo.authenticate = async (...args: Parameters<typeof authenticate>) => {
+        asked = true;
+        await new Promise((r) => setTimeout(r, 300));
+        return authenticate.apply(repo, args);
+      };
+      const run = converse(client, auth(dev.token)).config();
+      await until("the call's authentication", () => asked);
+      const t0 = Date.now();
+      await own.gw.close();
+      const ended = await run.done;
+      const took = Date.now() - t0;
+      assert.equal(ended.code, status.UNAVAILABLE, ended.details);
+      assert.match(ended.details, /the server is stopping/);
+      assert.deepEqual(ended.metadata?.get("jota-error-code"), ["unavailable"]);
+      // The grace is 5 s: a call that only ends when it is cut takes all of it.
+      assert.ok(took < 2000, `the call ended ${took} ms after close() began`);
+    } finally {
+      repo.authenticate = authenticate;
+      client.close();
+      await own.close();
     }
   });
 });

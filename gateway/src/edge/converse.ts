@@ -128,6 +128,8 @@ export class ConverseSession {
     const { ctx, devices } = this.deps;
     // NOT_FOUND before anything is opened or stored.
     if (s.conversationId) await ctx.repos.conversations.get(this.p.userId, s.conversationId);
+    // Ended meanwhile (cancelled, server stopping): end() found no speech to stop, so none may be opened now.
+    if (this.ended) return;
     this.settings = s;
     this.explicitConversation = s.conversationId;
     // Without a device identity the session itself is the "device": its turns share one conversation.

@@ -60,6 +60,11 @@ export async function startEdgeServer(ctx: GatewayContext, address: string, opts
       authenticateCall(ctx, call.metadata, ["chat", "audio"]).then(
         (p) => {
           if (call.cancelled) return counted("Converse", status.CANCELLED);
+          // close() has already stopped the sessions it knows: one started now would run until the grace cuts it.
+          if (stopping.signal.aborted) {
+            call.emit("error", toServiceError(STOPPING));
+            return counted("Converse", status.UNAVAILABLE);
+          }
           // JOTA_MAX_STREAMS counts streaming turns: each turn of the session takes a slot while it runs, the idle session none.
           const session = new ConverseSession(
             { ctx, devices, log, partialIntervalMs: opts.partialIntervalMs ?? 1000, rotateAfterS: opts.rotateAfterS ?? 1800 },

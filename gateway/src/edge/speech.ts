@@ -69,7 +69,13 @@ export class SpeechInput {
 
   private open(): EngineStream {
     const lease = this.pool.pickTranscription();
-    const call = lease.client.raw.stream();
+    let call: ClientDuplexStream<AudioIn, TranscriptEvent>;
+    try {
+      call = lease.client.raw.stream();
+    } catch (err) {
+      lease.release(err);
+      throw err;
+    }
     const s: EngineStream = {
       index: this.streams.length,
       call,
@@ -81,6 +87,9 @@ export class SpeechInput {
       status: new Promise<StatusObject>((resolve) => call.once("status", resolve)),
     };
     call.on("error", () => {}); // the outcome is read from `status`
+    // The lease ends with the call, once, whoever reads it and however the session ends: every call
+    // reports a status, and one that is cancelled (cancel(), the reading stopped) reports it at once.
+    void s.status.then((st) => lease.release(st.code === status.OK || st.code === status.CANCELLED ? undefined : st));
     call.write({ msg: { $case: "config", value: engineStreamConfig(this.settings, this.opts.requestId, this.opts.partialIntervalMs) } });
     this.streams.push(s);
     this.notify();
@@ -130,14 +139,13 @@ export class SpeechInput {
    * engine stream fails (refused config, engine gone); not when cancelled.
    */
   async *events(): AsyncGenerator<SpeechEvent> {
-    for (let i = 0; ; i++) {
-      while (i >= this.streams.length) {
-        if (this.ended) return;
-        await new Promise<void>((r) => (this.wake = r));
-      }
-      const s = this.streams[i]!;
-      let read = false;
-      try {
+    try {
+      for (let i = 0; ; i++) {
+        while (i >= this.streams.length) {
+          if (this.ended) return;
+          await new Promise<void>((r) => (this.wake = r));
+        }
+        const s = this.streams[i]!;
         try {
           for await (const ev of s.call as AsyncIterable<TranscriptEvent>) {
             const out = this.map(s, ev);
@@ -146,19 +154,15 @@ export class SpeechInput {
         } catch {
           // The status below says why.
         }
-        read = true;
-      } finally {
-        if (!read) {
-          // The consumer stopped early: free the engine's decoder.
-          s.call.cancel();
-          s.lease.release();
-        }
+        const st = await s.status;
+        if (st.code === status.OK) continue;
+        if (st.code === status.CANCELLED && this.ended) return;
+        throw this.engineError(s, st);
       }
-      const st = await s.status;
-      s.lease.release(st.code === status.OK || st.code === status.CANCELLED ? undefined : st);
-      if (st.code === status.OK) continue;
-      if (st.code === status.CANCELLED && this.ended) return;
-      throw this.engineError(s, st);
+    } finally {
+      // Nothing reads the engine streams after this (the consumer stopped early, one failed, or all
+      // ended): those still open, the one being read or later ones, are stopped, freeing their decoders.
+      this.cancel();
     }
   }
 
