@@ -49,7 +49,7 @@ export { embedTexts, pickEmbeddingEngine, NoEmbeddingEngineError, type Embedded 
 export { Memories, InvalidMemoryError, MAX_MEMORY_CHARS, MEMORY_KIND, memorySource, type ScoredMemory } from "./memory/memories";
 export { applyOperations, extractMemories, parseOperations, EXTRACTION_SCHEMA, type ExtractionResult } from "./memory/extraction";
 export { summarizeConversation, type SummaryResult } from "./memory/summaries";
-export { runUpkeep, type UpkeepOptions, type UpkeepResult } from "./memory/upkeep";
+export { INTERRUPTED, runUpkeep, type UpkeepOptions, type UpkeepResult } from "./memory/upkeep";
 export { MemoryQueue, MEMORY_QUEUE, startMemoryWorker, dailyPattern, type MemoryQueueOptions, type MemoryWorker } from "./jobs";
 export {
   openRedis,

@@ -164,7 +164,7 @@ const UNSCOPED: Record<string, string[]> = {
   apiKeys: ["authenticate", "ownerOf"],
   devices: ["authenticate"],
   // The nightly upkeep's, across users by design (memory/upkeep.ts).
-  requests: ["pruneFinishedBefore"],
+  requests: ["pruneFinishedBefore", "failInFlight"],
   documents: ["pruneErasedBefore"],
   memories: ["notIn", "usersWithMemories"],
 };

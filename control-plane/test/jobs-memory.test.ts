@@ -13,7 +13,7 @@ import type { RedisHandle } from "../src/jobs/redis";
 import { silentLogger } from "../src/log";
 import type { ExtractionResult } from "../src/memory/extraction";
 import { Memories, MEMORY_KIND } from "../src/memory/memories";
-import type { UpkeepResult } from "../src/memory/upkeep";
+import { INTERRUPTED, type UpkeepResult } from "../src/memory/upkeep";
 import { PgVectorStore } from "../src/memory/vector";
 import { requireFile, startEngine, testModel } from "./helpers/engines";
 import { startRedis } from "./helpers/jobs";
@@ -134,6 +134,7 @@ describe("jobs: memory extraction, summaries and upkeep through the queue", func
     const long = new Date(Date.now() - 40 * 86_400_000);
     await db.prisma.request.update({ where: { id: oldId }, data: { createdAt: long } });
     const running = await db.prisma.request.create({ data: { userId: ids.userId, conversationId: ids.conversationId, status: "STREAMING", createdAt: long } });
+    const runningNow = await db.prisma.request.create({ data: { userId: ids.userId, conversationId: ids.conversationId, status: "STREAMING" } });
     const oldMessages = await db.repos.messages.ofRequest(ids.userId, oldId);
     // Notes of deleted documents: one two days old goes, one from now stays.
     await db.repos.documents.noteErased(ids.userId, "old-doc.md", new Date(Date.now() - 2 * 86_400_000));
@@ -153,6 +154,11 @@ describe("jobs: memory extraction, summaries and upkeep through the queue", func
     assert.ok(rows[0]!.collection, "and embedded");
     assert.equal(await db.prisma.request.count({ where: { id: oldId } }), 0, "the old finished request is gone");
     assert.equal(await db.prisma.request.count({ where: { id: { in: [recentId, running.id] } } }), 2, "a recent one and a running one stay");
+    // In flight for over a day: left by a process that stopped mid-turn, it ends FAILED; one in flight now is left alone.
+    assert.equal(r.staleRequestsFailed, 1, JSON.stringify(r));
+    const stale = await db.repos.requests.get(ids.userId, running.id);
+    assert.deepEqual([stale.status, stale.errorType, stale.error], ["FAILED", "INTERNAL", INTERRUPTED]);
+    assert.equal((await db.repos.requests.get(ids.userId, runningNow.id)).status, "STREAMING");
     const kept = await db.prisma.message.findMany({ where: { id: { in: oldMessages.map((m) => m.id) } } });
     assert.equal(kept.length, oldMessages.length, "its messages stay");
     assert.ok(kept.every((m) => m.requestId === null));

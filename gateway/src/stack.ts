@@ -8,6 +8,7 @@ import { randomBytes } from "node:crypto";
 import { QueueEvents } from "bullmq";
 import {
   EnginePool,
+  INTERRUPTED,
   TurnRunner,
   databaseOptions,
   localEngines,
@@ -78,6 +79,14 @@ export async function openStack(config: Config, log: Logger, opts: StackOptions 
     const secret = serverSecret(config);
     const db = await openDatabase({ ...databaseOptions(config, log), secret });
     cleanups.push(() => db.close());
+    if (db.backend === "pglite") {
+      // One process at a time holds the embedded database (its lock), and no turn of this one has
+      // begun: whatever is in flight was left by a run that stopped mid-turn, and would stay
+      // PROCESSING for its callers forever. (On PostgreSQL other gateways' turns may be running: the
+      // nightly upkeep ends those a day old.)
+      const n = await db.repos.requests.failInFlight(new Date(), INTERRUPTED);
+      if (n > 0) log.warn("turns the previous run left unfinished are marked FAILED", { requests: n });
+    }
 
     const engines = localEngines(config, log);
     const processes = [engines.inference, engines.transcription].filter((e): e is EngineProcess => !!e);

@@ -10,6 +10,9 @@
 // - retention: finished requests older than JOTA_RETENTION_DAYS are
 //   deleted (their messages stay), and notes of deleted documents older
 //   than a day (a turn that could still need one ends far sooner);
+// - stale requests: requests still in flight after a day, left by a
+//   process that stopped mid-turn, end FAILED (the embedded database does
+//   this at every start already: gateway/src/stack.ts);
 // - vacuum: on the embedded database only, VACUUM (ANALYZE) of its tables
 //   (db/maintenance.ts: PGlite has no autovacuum), last, so that it
 //   reclaims what retention deleted.
@@ -18,6 +21,9 @@ import { vacuumEmbedded } from "../db/maintenance";
 import type { Repositories } from "../db/repositories";
 import type { Logger } from "../log";
 import type { Memories } from "./memories";
+
+/** The cause stored on a request its process never finished. */
+export const INTERRUPTED = "the server stopped while this turn ran; it was never finished";
 
 export interface UpkeepOptions {
   /** Finished requests older than this many days are deleted; 0 keeps them all. */
@@ -34,6 +40,8 @@ export interface UpkeepResult {
   requestsPruned: number;
   /** Notes of deleted documents forgotten (DocumentRepository.noteErased). */
   erasedNotesPruned: number;
+  /** Requests left in flight for over a day by a process that stopped, now FAILED. */
+  staleRequestsFailed: number;
   /** Tables vacuumed (embedded database only; 0 on PostgreSQL, whose autovacuum does it). */
   tablesVacuumed: number;
   /** Steps that failed, with why (the others ran). */
@@ -45,7 +53,7 @@ export async function runUpkeep(
   opts: UpkeepOptions,
   signal?: AbortSignal,
 ): Promise<UpkeepResult> {
-  const r: UpkeepResult = { users: 0, duplicates: 0, nearDuplicates: 0, reembedded: 0, requestsPruned: 0, erasedNotesPruned: 0, tablesVacuumed: 0, errors: [] };
+  const r: UpkeepResult = { users: 0, duplicates: 0, nearDuplicates: 0, reembedded: 0, requestsPruned: 0, staleRequestsFailed: 0, erasedNotesPruned: 0, tablesVacuumed: 0, errors: [] };
   const step = async (name: string, fn: () => Promise<void>) => {
     signal?.throwIfAborted();
     try {
@@ -76,6 +84,10 @@ export async function runUpkeep(
   await step("retention", async () => {
     if (opts.retentionDays <= 0) return;
     r.requestsPruned = await deps.repos.requests.pruneFinishedBefore(new Date(Date.now() - opts.retentionDays * 86_400_000));
+  });
+  await step("stale-requests", async () => {
+    // No turn runs for a day (engines stall out in minutes): one still in flight was left by a process that stopped.
+    r.staleRequestsFailed = await deps.repos.requests.failInFlight(new Date(Date.now() - 86_400_000), INTERRUPTED);
   });
   await step("erased-notes", async () => {
     r.erasedNotesPruned = await deps.repos.documents.pruneErasedBefore(new Date(Date.now() - 86_400_000));

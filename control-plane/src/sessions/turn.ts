@@ -53,7 +53,7 @@ import { MEMORY_KIND, memorySource } from "../memory/memories";
 import { decisionRecord, type IntentRouter, type RouteDecision } from "../router/router";
 import { ConversationLocks } from "./locks";
 import { buildPrompt, countMessages, DEFAULT_SYSTEM_PROMPT, PromptTooLongError, type BuiltPrompt, type PromptMessage } from "./prompt";
-import { InvalidTransitionError } from "../db/repositories";
+import { InvalidTransitionError, NotFoundError } from "../db/repositories";
 
 export interface TurnDeps {
   repos: Repositories;
@@ -607,7 +607,7 @@ async function* lockedTurn(
       await s.streaming?.catch(() => {}); // never race the STREAMING write
       // Counts only after a completed turn (a failed engine would only time out), and a few at a time.
       const counted = o.status === "COMPLETED" ? await measured() : s.counts?.prompt.counted ?? [];
-      const stored = await repos.requests.endTurn(userId, requestId, o, counted);
+      const stored = await endWithRetries(() => repos.requests.endTurn(userId, requestId, o, counted), log);
       await eraseForgotten();
       try {
         const through = s.counts?.prompt.summarizeThroughId;
@@ -619,6 +619,28 @@ async function* lockedTurn(
     } catch (err) {
       log.error("could not record the turn's outcome", { status: o.status, error: (err as Error)?.message ?? String(err) });
       return undefined;
+    }
+  }
+}
+
+/** Waits before each new attempt at a turn's last write. */
+const END_RETRIES_MS = [100, 500, 2000];
+
+/**
+ * A turn's last write, tried again on a transient failure (a dropped
+ * connection, a database failover): an outcome never written leaves the
+ * request in flight and the reply unstored. Undefined when an earlier
+ * attempt turns out to have committed (the request is final already).
+ */
+async function endWithRetries<T>(write: () => Promise<T>, log: Logger): Promise<T | undefined> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await write();
+    } catch (err) {
+      if (attempt > 0 && err instanceof InvalidTransitionError) return undefined;
+      if (attempt >= END_RETRIES_MS.length || err instanceof InvalidTransitionError || err instanceof NotFoundError) throw err;
+      log.warn("could not record the turn's outcome; trying again", { attempt: attempt + 1, error: (err as Error)?.message ?? String(err) });
+      await new Promise((r) => setTimeout(r, END_RETRIES_MS[attempt]));
     }
   }
 }

@@ -258,6 +258,22 @@ export class RequestRepository {
    * longer linked to a request. Running turns are never touched. Returns how
    * many were deleted.
    */
+  /**
+   * Ends the requests still in flight (PENDING, STREAMING, PROCESSING) that
+   * were created before `before` as FAILED (INTERNAL) with `reason`: turns
+   * whose process stopped while they ran, which nothing will ever finish
+   * (their callers would poll a PROCESSING request forever). Across users,
+   * by design: the embedded database's start-up and the nightly upkeep call
+   * it. Returns how many.
+   */
+  async failInFlight(before: Date, reason: string): Promise<number> {
+    const { count } = await this.prisma.request.updateMany({
+      where: { createdAt: { lt: before }, status: { in: ["PENDING", "STREAMING", "PROCESSING"] } },
+      data: { status: "FAILED", errorType: "INTERNAL", error: reason, finishedAt: new Date() },
+    });
+    return count;
+  }
+
   async pruneFinishedBefore(before: Date): Promise<number> {
     const { count } = await this.prisma.request.deleteMany({
       where: { createdAt: { lt: before }, status: { in: ["COMPLETED", "FAILED", "ABORTED"] } },
