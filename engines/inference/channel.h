@@ -12,6 +12,7 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <string>
 
 #include "jota/v1/inference.pb.h"
 
@@ -21,27 +22,40 @@ class EventChannel {
  public:
   // Set before the channel is handed to the producer. Called on the
   // producer's thread (Push and Close are only called there), without the
-  // channel's lock held, after each Push and once after Close; never again
-  // after Close has returned.
-  void SetListener(std::function<void()> listener) { listener_ = std::move(listener); }
+  // channel's lock held: after each Push with closed = false, and once from
+  // Close with closed = true; never again after that call.
+  //
+  // The consumer must not end its stream (and so free itself) on seeing the
+  // end in TryPop before that last call has reached it: Close sets the end
+  // before it calls the listener, and a consumer that finished in between
+  // would be freed under the producer's feet.
+  void SetListener(std::function<void(bool closed)> listener) { listener_ = std::move(listener); }
 
   void Push(jota::v1::GenerateEvent ev) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       events_.push_back(std::move(ev));
     }
-    if (listener_) listener_();
+    if (listener_) listener_(false);
   }
   // After the last event; TryPop then reports the end once the queue drains.
-  void Close() {
-    std::function<void()> last;
+  // `unavailable`, when not empty, says the request was never served (the
+  // engine is shutting down): the call ends UNAVAILABLE with it, so that the
+  // client can send it elsewhere, instead of OK with no events.
+  void Close(std::string unavailable = {}) {
+    std::function<void(bool)> last;
     {
       std::lock_guard<std::mutex> lock(mu_);
       closed_ = true;
-      last = std::move(listener_);  // the consumer may be gone once it has seen the end
+      unavailable_ = std::move(unavailable);
+      last = std::move(listener_);
       listener_ = nullptr;
     }
-    if (last) last();
+    if (last) last(true);
+  }
+  std::string unavailable() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return unavailable_;
   }
 
   enum class PopResult { kEvent, kEmpty, kClosed };
@@ -70,10 +84,11 @@ class EventChannel {
   bool cancelled() const { return cancelled_.load(std::memory_order_acquire); }
 
  private:
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::deque<jota::v1::GenerateEvent> events_;
   bool closed_ = false;
-  std::function<void()> listener_;
+  std::string unavailable_;
+  std::function<void(bool)> listener_;
   std::atomic<bool> cancelled_{false};
 };
 

@@ -30,6 +30,11 @@ bool Embedder::Start(std::string* error) {
   p.n_batch = n_ctx_;
   p.n_ubatch = n_ctx_;
   p.n_seq_max = n_seq_max_;
+  // One KV buffer for all sequences, as llama-embedding sets it: otherwise a
+  // model with a KV cache (decoder-based embedders such as Qwen3-Embedding)
+  // gets n_ctx / n_seq_max cells per sequence, and an input longer than that,
+  // though within max_tokens, fails to find room.
+  p.kv_unified = true;
   p.embeddings = true;
   p.n_threads = threads_;
   p.n_threads_batch = threads_;
@@ -41,6 +46,11 @@ bool Embedder::Start(std::string* error) {
   }
   if (llama_pooling_type(ctx_) == LLAMA_POOLING_TYPE_NONE) {
     *error = "the embedding model has no pooling (one vector per token): give a model with pooling metadata";
+    return false;
+  }
+  if (llama_pooling_type(ctx_) == LLAMA_POOLING_TYPE_RANK) {
+    // A reranker's output is a score per input, not a vector of n_embd.
+    *error = "the embedding model is a reranker (rank pooling): it scores pairs, it does not embed";
     return false;
   }
   n_embd_ = llama_model_n_embd_out(model_.model.get());
@@ -106,8 +116,9 @@ void Embedder::Run(Job& job) {
       ++i;
     }
     llama_memory_clear(llama_get_memory(ctx_), true);
-    if (llama_decode(ctx_, batch) < 0) {
-      job.error = "llama_decode failed for the embedding batch";
+    // 1 (no room in the KV cache) is a failure here as much as an error is.
+    if (int rc = llama_decode(ctx_, batch); rc != 0) {
+      job.error = "llama_decode failed for the embedding batch (" + std::to_string(rc) + ")";
       break;
     }
     for (size_t k = first; k < i; ++k) {

@@ -29,6 +29,12 @@ int main(int argc, char** argv) {
     std::cerr << "jota-inference: give --model and/or --embed-model (or JOTA_MODEL / JOTA_EMBED_MODEL)\n";
     return 2;
   }
+  // Every generating slot adds one token to each decode step's batch.
+  if (flags.integer("slots") > flags.integer("batch-size")) {
+    std::cerr << "jota-inference: --slots (" << flags.integer("slots") << ") cannot exceed --batch-size ("
+              << flags.integer("batch-size") << "): each decode step carries one token of every generating slot\n";
+    return 2;
+  }
   PrepareProcess(flags);
   SetLogComponent("inference");
 

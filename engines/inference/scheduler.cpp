@@ -135,7 +135,11 @@ void Scheduler::Loop() {
     std::lock_guard<std::mutex> lock(mu_);
     left.swap(queue_);
   }
-  for (auto& t : left) t->channel->Close();
+  // Never served: UNAVAILABLE, which a client may retry on another engine.
+  for (auto& t : left) {
+    t->channel->Close("the engine is shutting down; the request was not started");
+    counters_.cancellations++;
+  }
   for (auto& s : slots_) {
     if (s->task) Finish(*s, FinishReason::FINISH_REASON_CANCELLED, "engine shutting down");
     if (!s->session_id.empty()) Evict(*s);
@@ -253,7 +257,15 @@ void Scheduler::Prepare(Slot& slot, std::unique_ptr<GenerateTask> task) {
   // Longest common prefix; at least one prompt token is decoded for logits.
   size_t lcp = CommonPrefix(slot.cache, task->prompt);
   if (lcp > 0 && lcp == task->prompt.size()) --lcp;
-  llama_memory_seq_rm(llama_get_memory(ctx_), slot.id, static_cast<llama_pos>(lcp), -1);
+  if (!llama_memory_seq_rm(llama_get_memory(ctx_), slot.id, static_cast<llama_pos>(lcp), -1)) {
+    // A recurrent or hybrid memory (Mamba, RWKV, LFM2, ...) cannot drop the
+    // end of a sequence: start the sequence over, as llama-server does.
+    // Prefilling from lcp on top of the old state would make llama_decode
+    // refuse the whole step (positions not consecutive) and fail every
+    // request in it.
+    llama_memory_seq_rm(llama_get_memory(ctx_), slot.id, -1, -1);
+    lcp = 0;
+  }
   slot.cache.resize(lcp);
 
   slot.session_id = task->session_id;

@@ -247,12 +247,15 @@ class RejectedStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 //
 // When the client goes away (cancel, deadline, broken connection) OnCancel
 // tells the scheduler at once, which ends the request before its next token;
-// the stream finishes only once the scheduler has closed the channel, so the
-// scheduler never calls into a deleted stream.
+// the stream finishes only once the scheduler's last call (from Close) has
+// reached Pump, so the scheduler never calls into a deleted stream: a gRPC
+// thread that sees the end first (a write completing, a cancel) leaves the
+// Finish to that last call instead of freeing the stream while Close is
+// still on its way to it.
 class GenerateStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   explicit GenerateStream(std::shared_ptr<EventChannel> channel) : channel_(std::move(channel)) {
-    channel_->SetListener([this] { Pump(); });
+    channel_->SetListener([this](bool closed) { Pump(closed); });
   }
 
   void OnWriteDone(bool ok) override {
@@ -277,15 +280,20 @@ class GenerateStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   void OnDone() override { delete this; }
 
  private:
-  void Pump() {
+  // `producer_closed`: the scheduler's last call, from EventChannel::Close.
+  void Pump(bool producer_closed = false) {
     bool write = false, cancelled = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
+      if (producer_closed) producer_closed_ = true;
       if (writing_ || finished_) return;
       for (;;) {
         auto r = channel_->TryPop(&event_);
         if (r == EventChannel::PopResult::kEmpty) return;
-        if (r == EventChannel::PopResult::kClosed) break;
+        if (r == EventChannel::PopResult::kClosed) {
+          if (!producer_closed_) return;  // Close's own call to Pump is still coming: it finishes
+          break;
+        }
         if (cancelled_) continue;  // drain until the scheduler lets go
         writing_ = true;
         break;
@@ -308,14 +316,16 @@ class GenerateStream final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       StartWrite(&wire_);
       return;
     }
-    Finish(cancelled ? Status(StatusCode::CANCELLED, "generation cancelled by the client") : Status::OK);
+    if (cancelled) return Finish(Status(StatusCode::CANCELLED, "generation cancelled by the client"));
+    std::string unavailable = channel_->unavailable();
+    Finish(unavailable.empty() ? Status::OK : Status(StatusCode::UNAVAILABLE, unavailable));
   }
 
   std::shared_ptr<EventChannel> channel_;
   std::mutex mu_;
   jota::v1::GenerateEvent event_;  // the event being written...
   grpc::ByteBuffer wire_;          // ...serialized: valid until OnWriteDone
-  bool writing_ = false, finished_ = false, cancelled_ = false;
+  bool writing_ = false, finished_ = false, cancelled_ = false, producer_closed_ = false;
 };
 }  // namespace
 

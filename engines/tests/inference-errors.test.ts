@@ -5,6 +5,7 @@
 // After each test every engine is still up, SERVING, and the chat engine's
 // greedy output is unchanged.
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -24,7 +25,7 @@ import {
 } from "../../control-plane/src/gen/jota/v1/inference";
 import { checkHealth } from "../../control-plane/src/engines/health";
 import type { EngineProcess } from "../../control-plane/src/index";
-import { bearer, processGone } from "../../control-plane/test/helpers/engines";
+import { bearer, buildBin, processGone } from "../../control-plane/test/helpers/engines";
 import {
   chat,
   collect,
@@ -468,6 +469,53 @@ describe("inference errors (bad input never crashes or hangs the engine)", funct
       } finally {
         await e.stop();
       }
+    });
+  });
+
+  describe("shutdown and configuration", () => {
+    it("shutdown: the running request ends with done CANCELLED; a queued one UNAVAILABLE, never OK with no events", async () => {
+      const e = await Engine.start(tinyChatArgs(["--slots", "1", "--queue-max", "2", "--ctx-size", "4096"]));
+      let stopped = false;
+      try {
+        const long = grammar('root ::= "a" root', { maxTokens: 0 });
+        const follow = (call: ReturnType<InferenceClient["generate"]>) => {
+          const events: GenerateEvent[] = [];
+          call.on("data", (ev: GenerateEvent) => events.push(ev));
+          const end = new Promise<{ code: number; details: string }>((resolve) =>
+            call.on("error", (err: ServiceError) => resolve({ code: err.code, details: err.details })).on("end", () => resolve({ code: status.OK, details: "" })),
+          );
+          return { events, end };
+        };
+        const running = follow(e.client.generate(long, e.md()));
+        for (let i = 0; !running.events.some((ev) => ev.event?.$case === "delta"); i++) {
+          assert.ok(i < 500, "the running request never streamed");
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        const queued = follow(e.client.generate(long, e.md()));
+        for (let i = 0; (await e.info()).queueLength !== 1; i++) {
+          assert.ok(i < 200, "the second request never queued");
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        await e.proc.stop();
+        stopped = true;
+        const r = await running.end;
+        assert.equal(r.code, status.OK);
+        const done = running.events.at(-1)?.event;
+        assert.equal(done?.$case, "done");
+        assert.equal(done.$case === "done" && done.value.finishReason, FinishReason.FINISH_REASON_CANCELLED);
+        const q = await queued.end;
+        assert.equal(q.code, status.UNAVAILABLE, `the queued request ended ${q.code} ${q.details}`);
+        assert.match(q.details, /shutting down; the request was not started/);
+        assert.equal(queued.events.length, 0);
+      } finally {
+        if (!stopped) await e.stop();
+      }
+    });
+
+    it("--slots above --batch-size is refused at start, naming both (each step carries a token of every slot)", () => {
+      const r = spawnSync(buildBin("jota-inference"), ["--model", requireFile(testModel("tiny-chat.gguf")), "--slots", "32", "--batch-size", "16"], { encoding: "utf8", timeout: 30_000 });
+      assert.equal(r.status, 2, r.stderr);
+      assert.match(r.stderr, /--slots \(32\) cannot exceed --batch-size \(16\)/);
     });
   });
 
