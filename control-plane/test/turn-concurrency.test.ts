@@ -87,6 +87,41 @@ describe("turn: concurrency (pglite)", function () {
     );
   });
 
+  it("a turn whose history read returns only after the running turn ended (PostgreSQL runs both at once) reads it again", async () => {
+    const ids = await userWithConversation(db, "read-race");
+    let aStreaming!: () => void;
+    const aStarted = new Promise<void>((r) => (aStreaming = r));
+    const a = run(ids, "Primero", { maxTokens: 8 }, (ev) => ev.type === "started" && aStreaming());
+    await aStarted;
+    // b's first read is taken now, while a runs, and handed back only once a has ended and released the conversation.
+    let aEnded!: () => void;
+    const ended = new Promise<void>((r) => (aEnded = r));
+    const forTurn = db.repos.conversations.forTurn.bind(db.repos.conversations);
+    let held = false;
+    db.repos.conversations.forTurn = async (...args: Parameters<typeof forTurn>) => {
+      const r = await forTurn(...args);
+      if (!held) {
+        held = true;
+        await ended;
+      }
+      return r;
+    };
+    try {
+      const pb = run(ids, "Segundo", { maxTokens: 8 });
+      const ea = await a;
+      assert.equal(locks.busy(ids.conversationId), false, "a has released the conversation");
+      aEnded();
+      const b = await pb;
+      const startedB = b.find((e) => e.type === "started");
+      assert.ok(startedB?.type === "started");
+      assert.equal(startedB.historyMessages, 3, "b's prompt holds a's message, a's reply and b's message");
+      assert.equal(last(ea, "done").status, "COMPLETED");
+      assert.equal(last(b, "done").status, "COMPLETED");
+    } finally {
+      db.repos.conversations.forTurn = forTurn;
+    }
+  });
+
   it("ifBusy 'fail': a second turn on a busy conversation is refused with nothing stored", async () => {
     const ids = await userWithConversation(db, "busy");
     const first = run(ids, "Habla largo", { maxTokens: 200 });

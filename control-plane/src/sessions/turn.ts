@@ -233,8 +233,12 @@ const FINISH: Record<FinishReason, string> = {
  */
 export async function* turn(deps: TurnDeps, input: TurnInput, opts: TurnOptions = {}): AsyncGenerator<TurnEvent, void, undefined> {
   const historyLimit = opts.historyLimit ?? 200;
+  // Busy before the read as well as after it: on PostgreSQL the read runs beside the turn that holds the
+  // conversation, which may end and release it before the read returns, without the history read having
+  // seen its reply.
+  const busyBefore = deps.locks?.busy(input.conversationId.toLowerCase()) ?? false;
   let { conversation, history } = await deps.repos.conversations.forTurn(input.userId, input.conversationId, historyLimit);
-  const waits = deps.locks?.busy(conversation.id) ?? false;
+  const waits = busyBefore || (deps.locks?.busy(conversation.id) ?? false);
   const release = await deps.locks?.acquire(conversation.id, { wait: opts.ifBusy !== "fail", signal: opts.signal });
   try {
     // The turn before this one has added to the history (and maybe moved the conversation) meanwhile.
