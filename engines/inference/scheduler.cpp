@@ -315,7 +315,12 @@ void Scheduler::Step() {
     s->batch_index = -1;
     if (s->state == Slot::State::kGenerate) add(*s, s->pending, true);
   }
-  for (auto& s : slots_) {
+  // Then prompts, in chunks, into the room left. The first claim on it goes
+  // round the slots step by step: walked from slot 0 every time, one long
+  // prompt in a low slot took every step's room until it was done, and a
+  // short prompt that arrived meanwhile in a higher slot waited for all of it.
+  for (size_t k = 0; k < slots_.size(); ++k) {
+    auto& s = slots_[(prefill_first_ + k) % slots_.size()];
     if (s->state != Slot::State::kPrefill) continue;
     const auto& prompt = s->task->prompt;
     while (s->next_prompt < prompt.size() && batch_.n_tokens < config_.batch_size) {
@@ -323,6 +328,7 @@ void Scheduler::Step() {
       add(*s, prompt[s->next_prompt++], last);
     }
   }
+  prefill_first_ = (prefill_first_ + 1) % slots_.size();
   if (batch_.n_tokens == 0) return;
 
   int rc = llama_decode(ctx_, batch_);

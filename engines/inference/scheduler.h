@@ -94,6 +94,9 @@ class Scheduler {
   llama_batch batch_{};
   std::unique_ptr<SessionStore> store_;
   std::vector<std::unique_ptr<Slot>> slots_;
+  // The slot whose prompt gets first claim on the batch's room this step; it
+  // moves on every step (see Step).
+  size_t prefill_first_ = 0;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

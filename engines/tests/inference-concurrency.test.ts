@@ -2,7 +2,7 @@
 // complete and ordered, and (greedy) equal to its single-stream output.
 import assert from "node:assert/strict";
 import { FinishReason } from "../../control-plane/src/gen/jota/v1/inference";
-import { InferenceHarness, prompt, tinyChatArgs, type Collected } from "./helpers/inference";
+import { InferenceHarness, prompt, requireFile, testModel, tinyChatArgs, type Collected } from "./helpers/inference";
 
 const PROMPTS = ["Alpha beta gamma", "The weather in Lisbon", "SELECT * FROM", "Había una vez", "import numpy as", "Dear Sir or Madam,"];
 
@@ -62,6 +62,28 @@ describe("inference: concurrent streams", function () {
     assert.ok(ended.second! >= ended.first!);
     assert.equal(s.started.slot, f.started.slot);
     assert.ok(s.started.cachedTokens > 0, "it reused the session's cache");
+  });
+
+  it("a short prompt that arrives while a long one prefills is not held until all of it is done", async () => {
+    // Small chunks, so the long prompt takes many steps; the first claim on each step's room goes round the slots.
+    const e = await InferenceHarness.start(["--model", requireFile(testModel("tiny-chat.gguf")), "--threads", "2", "--slots", "2", "--ctx-size", "4096", "--batch-size", "16"]);
+    try {
+      const ended: Record<string, number> = {};
+      const long = e.generate(prompt("uno dos tres cuatro ".repeat(500), { maxTokens: 1 })).then((r) => ((ended.long = Date.now()), r));
+      for (let i = 0; (await e.info()).slotsBusy < 1; i++) {
+        assert.ok(i < 500, "the long request never started");
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      const short = await e.generate(prompt("Hi", { maxTokens: 1 }));
+      ended.short = Date.now();
+      const l = await long;
+      assert.ok(l.started.promptTokens > 1500, `the long prompt has ${l.started.promptTokens} tokens`);
+      assert.notEqual(short.started.slot, l.started.slot);
+      assert.ok(ended.short < ended.long!, `the short request ended ${ended.short - ended.long!} ms after the long one's prefill`);
+      assert.ok(short.done.timings!.prefillMs! * 5 < l.done.timings!.prefillMs!, `prefill ${short.done.timings!.prefillMs} ms (short) vs ${l.done.timings!.prefillMs} ms (long)`);
+    } finally {
+      await e.stop();
+    }
   });
 
   it("Info reports busy slots while streams run, and none after", async () => {
