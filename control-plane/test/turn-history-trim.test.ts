@@ -98,6 +98,19 @@ describe("turn: history longer than the context (pglite)", function () {
     assert.equal(p.historyMessages, 1);
   });
 
+  it("stored counts from another model that say the history fits when it does not: counted again on this engine, trimmed, the turn completes", async () => {
+    const { ids, stored } = await longConversation("stale-counts", 30);
+    // As if counted under a model whose tokenizer makes far fewer tokens of the same text.
+    for (const m of stored) await db.repos.messages.setTokens(ids.userId, m.id, 2);
+    const events = await runTurn(db, pool, ids, "¿Qué instalamos en primavera?", { maxTokens: 16 });
+    const done = last(events, "done");
+    assert.equal(done.status, "COMPLETED");
+    const started = events.find((e) => e.type === "started");
+    assert.ok(started?.type === "started");
+    assert.ok(started.trimmedMessages > 0, JSON.stringify(started));
+    assert.ok(started.promptTokens < CTX - 16, `prompt ${started.promptTokens} leaves room for the reply`);
+  });
+
   it("with a summary, what it covers is replaced by it", async () => {
     const { ids, stored } = await longConversation("summary", 6);
     await db.repos.conversations.setSummary(ids.userId, ids.conversationId, "Hablamos del riego del jardín.", stored[3]!.id);

@@ -377,9 +377,10 @@ async function* lockedTurn(
       // command and needs_context are answered as chat until tools and retrieval exist (later issues).
 
       // 3-5. Engine, prompt, stream; a failure before anything was streamed tries another engine.
-      const history: PromptMessage[] = [...storedHistory, { id: userMessageId, role: "USER", content: input.content, tokens: null }];
+      let history: PromptMessage[] = [...storedHistory, { id: userMessageId, role: "USER", content: input.content, tokens: null }];
       const exclude = new Set<string>();
       let yielded = false;
+      let recounted = false;
       for (;;) {
         checkAborted(ac.signal);
         lease = pool.pickInference({ affinity: conversation.engineAffinity, exclude });
@@ -478,6 +479,15 @@ async function* lockedTurn(
           if (!yielded && (e?.failure === "unavailable" || e?.failure === "busy") && exclude.size + 1 < pool.inference.length) {
             exclude.add(address);
             log.warn("engine failed before streaming; trying another", { engine: address, error: e.message });
+            continue;
+          }
+          // The prompt did not fit although the stored counts said it would: they were measured under
+          // another model (another engine, or this one before its model changed). Once more, with every
+          // message counted on this engine (bounded, then exactly near the limit, as if never counted).
+          if (!yielded && !recounted && e?.failure === "invalid" && /the context holds/.test(e.message)) {
+            recounted = true;
+            history = history.map((m) => ({ ...m, tokens: null }));
+            log.warn("stored token counts did not match the engine's model; counting again", { engine: address });
             continue;
           }
           throw classify(err, address, s.completionTokens, yielded);
