@@ -15,6 +15,14 @@ export interface StartTurn {
   title?: string;
   traceId?: string;
   options?: Omit<TurnOptions, "signal">;
+  /**
+   * Aborts the turn, also before it is accepted: a turn waiting for a busy
+   * conversation (ifBusy "wait") has no handle its caller could abort yet,
+   * and would otherwise hold its stream slot while it waits and run once the
+   * conversation frees, after its caller has gone. The reason (a string, or
+   * an Error's message) is the recorded one.
+   */
+  signal?: AbortSignal;
 }
 
 export interface StartedTurn {
@@ -41,6 +49,18 @@ export async function startTurn(ctx: GatewayContext, p: Principal, iface: Interf
       created = true;
     }
     const handle = ctx.stack.runner.start({ userId: p.userId, conversationId, content: t.content, traceId: t.traceId }, t.options);
+    const signal = t.signal;
+    if (signal) {
+      const onAbort = () => handle.abort(typeof signal.reason === "string" ? signal.reason : (signal.reason as Error | undefined)?.message);
+      if (signal.aborted) onAbort();
+      else {
+        signal.addEventListener("abort", onAbort, { once: true });
+        handle.result.then(
+          () => signal.removeEventListener("abort", onAbort),
+          () => signal.removeEventListener("abort", onAbort),
+        );
+      }
+    }
     ctx.metrics.activeStreams.inc({ interface: iface });
     const t0 = performance.now();
     let firstToken: number | undefined;

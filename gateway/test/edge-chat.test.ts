@@ -7,6 +7,7 @@ import { status } from "@grpc/grpc-js";
 import type { AssistantClient } from "@jota/control-plane/gen/jota/v1/assistant";
 import { Route } from "@jota/control-plane/gen/jota/v1/assistant";
 import { startTestGateway, type TestGateway, type TestUser } from "./helpers/gateway";
+import type { ConversationLocks } from "@jota/control-plane";
 import { assistantClient, auth, chat, deviceToken, grpcCalls, stored, turnsOf, until } from "./helpers/edge";
 
 describe("edge gRPC: Chat", function () {
@@ -157,5 +158,34 @@ describe("edge gRPC: Chat", function () {
     assert.ok(reply!.content.startsWith(deltas.join("")), "stored partial reply starts with the streamed deltas");
     assert.ok(req.completionTokens! < 1024, "stopped before max_tokens");
     await until("the call to be counted CANCELLED", async () => (await grpcCalls(t, "Chat", "CANCELLED")) >= 1);
+  });
+  it("a call cancelled while its turn waits for a busy conversation ends at once; the turn never runs and nothing is stored", async () => {
+    const dev = await deviceToken(t, bob.userId, "waiting");
+    const conv = await t.stack.db.repos.conversations.create(bob.userId);
+    // Another interface's turn holds the conversation (its lock, as the runner takes it).
+    const locks = (t.stack.runner as unknown as { deps: { locks: ConversationLocks } }).deps.locks;
+    const release = await locks.acquire(conv.id);
+    try {
+      const call = client.chat({ deviceId: "", conversationId: conv.id, text: "¿Me esperas?" }, auth(dev.token));
+      const ended = new Promise<status>((resolve) => {
+        call.on("error", (err: { code: status }) => resolve(err.code));
+        call.on("end", () => resolve(status.OK));
+      });
+      call.on("data", () => {});
+      await new Promise((r) => setTimeout(r, 300)); // the turn is waiting for the conversation now
+      const before = await grpcCalls(t, "Chat", "CANCELLED");
+      call.cancel();
+      assert.equal(await ended, status.CANCELLED);
+      // The server's side of the call ends too, with the conversation still busy: the turn's wait was given up.
+      await until("the server to end the call", async () => (await grpcCalls(t, "Chat", "CANCELLED")) > before);
+    } finally {
+      release();
+    }
+    // Once the conversation is free, the abandoned turn does not start after all.
+    await new Promise((r) => setTimeout(r, 1000));
+    const left = (await t.stack.db.repos.requests.list(bob.userId, { conversationId: conv.id })).items;
+    assert.equal(left.length, 0, `no request stored: ${JSON.stringify(left.map((r) => [r.status, r.error]))}`);
+    assert.deepEqual((await t.stack.db.repos.messages.recent(bob.userId, conv.id, 10)).length, 0, "no message stored");
+    assert.equal(locks.busy(conv.id), false);
   });
 });

@@ -6,7 +6,7 @@
 // Cancelling the call aborts the turn (recorded ABORTED, partial reply kept).
 import type { ServerWritableStream } from "@grpc/grpc-js";
 import { status } from "@grpc/grpc-js";
-import type { Logger, TurnHandle } from "@jota/control-plane";
+import type { Logger } from "@jota/control-plane";
 import type { ChatEvent, ChatRequest } from "@jota/control-plane/gen/jota/v1/assistant";
 import type { GatewayContext } from "../context";
 import { authenticateCall } from "./auth";
@@ -24,23 +24,22 @@ export interface ChatDeps {
 /** Serves one Chat call; resolves with the status it ended with. */
 export async function serveChat(deps: ChatDeps, call: ServerWritableStream<ChatRequest, ChatEvent>, stopping: AbortSignal): Promise<status> {
   const { ctx, devices } = deps;
-  let handle: TurnHandle | undefined;
   let cancelled = false;
+  // Ends the turn whenever it comes, even while the turn still waits for a busy conversation.
+  const end = new AbortController();
   const onCancel = () => {
     cancelled = true;
-    handle?.abort("the device cancelled the call");
+    end.abort("the device cancelled the call");
   };
   call.on("cancelled", onCancel);
   call.on("error", () => {}); // a broken connection also reports `cancelled`
-  const onStop = () => handle?.abort("the server is stopping");
+  const onStop = () => end.abort("the server is stopping");
   stopping.addEventListener("abort", onStop, { once: true });
+  if (stopping.aborted) onStop();
   try {
     const p = await authenticateCall(ctx, call.metadata, ["chat"]);
     const input = chatInput(call.request);
-    const turn = await startDeviceTurn(ctx, devices, p, { key: devices.key(p, input.deviceId), conversationId: input.conversationId }, input.text);
-    handle = turn.handle;
-    if (cancelled) handle.abort("the device cancelled the call");
-    if (stopping.aborted) handle.abort("the server is stopping");
+    const { handle } = await startDeviceTurn(ctx, devices, p, { key: devices.key(p, input.deviceId), conversationId: input.conversationId }, input.text, end.signal);
     for await (const event of pipelineEvents(handle)) {
       if (cancelled) return status.CANCELLED;
       // A device that reads slowly holds the forwarding, not the turn: the events wait in the turn's log.

@@ -232,7 +232,7 @@ export class ConverseSession {
     try {
       // Every turn is a request for the rate limit, however long the stream lives.
       ctx.limits.take(this.p);
-      const turn = await startDeviceTurn(ctx, devices, this.p, { key: this.deviceKey, conversationId: this.explicitConversation }, text);
+      const turn = await startDeviceTurn(ctx, devices, this.p, { key: this.deviceKey, conversationId: this.explicitConversation }, text, ac.signal);
       cur.handle = turn.handle;
       const abort = () => turn.handle.abort((ac.signal.reason as Error)?.message);
       if (ac.signal.aborted || this.ended) abort();

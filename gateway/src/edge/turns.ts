@@ -27,17 +27,19 @@ export async function startDeviceTurn(
   p: Principal,
   device: { key: string | undefined; conversationId: string | undefined },
   content: string,
+  /** The call's or session's end: aborts the turn, also while it waits for a busy conversation. */
+  signal?: AbortSignal,
 ): Promise<DeviceTurn> {
   let conversationId = device.conversationId ?? devices.get(device.key);
   let started;
   try {
-    started = await startTurn(ctx, p, "grpc", { conversationId, content });
+    started = await startTurn(ctx, p, "grpc", { conversationId, content, signal });
   } catch (err) {
     // The remembered conversation was deleted meanwhile: the device starts a new one.
     if (!(err instanceof NotFoundError) || device.conversationId || !conversationId) throw err;
     devices.forget(device.key, conversationId);
     conversationId = undefined;
-    started = await startTurn(ctx, p, "grpc", { content });
+    started = await startTurn(ctx, p, "grpc", { content, signal });
   }
   devices.set(device.key, started.conversationId);
   return { handle: started.handle, conversationId: started.conversationId };
