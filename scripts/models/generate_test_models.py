@@ -9,6 +9,9 @@ hyper-parameters are real:
                      llama.cpp's models/ggml-vocab-qwen2.gguf) + Qwen2 ChatML template.
   tiny-embed.gguf    bert arch, 2 layers, n_embd 64, CLS pooling; bge tokenizer
                      (models/ggml-vocab-bert-bge.gguf).
+  tiny-mamba.gguf    mamba arch (recurrent: a state per sequence, no KV cache), 2
+                     layers, n_embd 64, d_inner 128, d_state 16; Qwen2 tokenizer and
+                     ChatML template as tiny-chat.
   bench-chat.gguf    llama arch with SmolLM2-135M shapes (576/30 layers/9 heads/3 kv
                      heads/ff 1536, rope 1e5, ctx 8192, tied embeddings), Q8_0
                      weights, GPT-2 tokenizer (models/ggml-vocab-gpt-2.gguf) plus the
@@ -414,6 +417,54 @@ def build_tiny_chat(seed: int, out: Path) -> None:
     write_gguf(out, kvs, tensors, seed, "tiny-chat")
 
 
+def build_tiny_mamba(seed: int, out: Path) -> None:
+    """A recurrent model (no KV cache: a state per sequence that cannot be rolled
+    back token by token), for the engine's paths that differ from a transformer's."""
+    vocab = read_gguf_kv(VOCAB_DIR / "ggml-vocab-qwen2.gguf")
+    n_vocab = vocab["tokenizer.ggml.tokens"].count
+    n_embd, n_layer, n_ctx = 64, 2, 4096
+    d_inner, d_conv, d_state, dt_rank = 2 * n_embd, 4, 16, 4  # llama.cpp supports an expansion of 2 only
+    A = "mamba"
+    kvs = [
+        ("general.architecture", kv_str(A)),
+        ("general.name", kv_str("jota-tiny-mamba (random weights)")),
+        ("general.file_type", kv_u32(0)),  # LLAMA_FTYPE_ALL_F32 (token_embd is Q8_0)
+        ("general.quantization_version", kv_u32(2)),
+        (f"{A}.block_count", kv_u32(n_layer)),
+        (f"{A}.context_length", kv_u32(n_ctx)),
+        (f"{A}.embedding_length", kv_u32(n_embd)),
+        (f"{A}.feed_forward_length", kv_u32(0)),
+        (f"{A}.attention.head_count", kv_u32(0)),
+        (f"{A}.attention.layer_norm_rms_epsilon", kv_f32(1e-5)),
+        (f"{A}.ssm.conv_kernel", kv_u32(d_conv)),
+        (f"{A}.ssm.inner_size", kv_u32(d_inner)),
+        (f"{A}.ssm.state_size", kv_u32(d_state)),
+        (f"{A}.ssm.time_step_rank", kv_u32(dt_rank)),
+        *_tokenizer_kvs(vocab),
+        ("tokenizer.chat_template", kv_str(QWEN2_CHATML_TEMPLATE)),
+    ]
+    W = 0.15
+    Q8, F32 = GGML_Q8_0, GGML_F32
+    tensors = [TensorSpec("token_embd.weight", (n_embd, n_vocab), Q8, normal(0.05)),
+               TensorSpec("output_norm.weight", (n_embd,), F32, ONES)]
+    for i in range(n_layer):
+        b = f"blk.{i}."
+        tensors += [
+            TensorSpec(b + "attn_norm.weight", (n_embd,), F32, ONES),
+            TensorSpec(b + "ssm_in.weight", (n_embd, 2 * d_inner), F32, normal(W)),
+            TensorSpec(b + "ssm_conv1d.weight", (d_conv, d_inner), F32, normal(W)),
+            TensorSpec(b + "ssm_conv1d.bias", (d_inner,), F32, normal(W)),
+            TensorSpec(b + "ssm_x.weight", (d_inner, dt_rank + 2 * d_state), F32, normal(W)),
+            TensorSpec(b + "ssm_dt.weight", (dt_rank, d_inner), F32, normal(W)),
+            TensorSpec(b + "ssm_dt.bias", (d_inner,), F32, normal(W)),
+            # A = -exp(A_log), stored negated as llama.cpp's converter does: a decaying state.
+            TensorSpec(b + "ssm_a", (d_state, d_inner), F32, const(-1.0)),
+            TensorSpec(b + "ssm_d", (d_inner,), F32, ONES),
+            TensorSpec(b + "ssm_out.weight", (d_inner, n_embd), F32, normal(W)),
+        ]
+    write_gguf(out, kvs, tensors, seed, "tiny-mamba")
+
+
 def build_tiny_embed(seed: int, out: Path) -> None:
     vocab = read_gguf_kv(VOCAB_DIR / "ggml-vocab-bert-bge.gguf")
     n_vocab = vocab["tokenizer.ggml.tokens"].count
@@ -747,6 +798,7 @@ MODELS = {
     "tiny-embed.gguf": build_tiny_embed,
     "bench-chat.gguf": build_bench_chat,
     "tiny-whisper.bin": build_tiny_whisper,
+    "tiny-mamba.gguf": build_tiny_mamba,
 }
 
 # ----------------------------------------------------------------------------

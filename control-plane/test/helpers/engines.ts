@@ -7,7 +7,7 @@ import { EngineProcess, type Logger, silentLogger } from "../../src/index";
 import { defaultBuildDir, testModelsDir } from "../../src/config/paths";
 
 export const buildBin = (name: string) => path.join(process.env.JOTA_BUILD_DIR ?? defaultBuildDir, "bin", name);
-export const testModel = (name: "tiny-chat.gguf" | "tiny-embed.gguf" | "tiny-whisper.bin" | "bench-chat.gguf") =>
+export const testModel = (name: "tiny-chat.gguf" | "tiny-embed.gguf" | "tiny-whisper.bin" | "bench-chat.gguf" | "tiny-mamba.gguf") =>
   path.join(testModelsDir, name);
 
 /** Fails loudly (never skips) when set-up did not produce what tests need. */
