@@ -27,8 +27,8 @@ describe("generated test models", function () {
   before(() => (tmp = fs.mkdtempSync(path.join(os.tmpdir(), "jota-models-"))));
   after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-  it("pins all four models", () => {
-    assert.deepEqual(Object.keys(pinned.models).sort(), ["bench-chat.gguf", "tiny-chat.gguf", "tiny-embed.gguf", "tiny-whisper.bin"]);
+  it("pins all five models", () => {
+    assert.deepEqual(Object.keys(pinned.models).sort(), ["bench-chat.gguf", "tiny-chat.gguf", "tiny-embed.gguf", "tiny-mamba.gguf", "tiny-whisper.bin"]);
   });
 
   it("set-up's models match the pinned checksums", () => {
@@ -46,7 +46,7 @@ describe("generated test models", function () {
 
   it("a second run skips models that are present and valid", () => {
     const out = generate(tmp);
-    assert.equal((out.match(/^present /gm) ?? []).length, 4, out);
+    assert.equal((out.match(/^present /gm) ?? []).length, 5, out);
   });
 
   it("another seed gives other weights", () => {
