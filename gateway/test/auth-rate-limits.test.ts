@@ -7,6 +7,8 @@
 import assert from "node:assert/strict";
 import { startTestGateway, api, type TestGateway } from "./helpers/gateway";
 import { assertError, credentialState } from "./helpers/auth";
+import { Limits } from "../src/auth/limits";
+import { ApiError } from "../src/http/errors";
 
 const PER_MIN = 30; // one request back every 2 s
 const BURST = 4;
@@ -84,5 +86,30 @@ describe("limits per credential", function () {
     assert.equal(first.json.status, "ABORTED");
     const again = await api(t, u.key, "POST", "/api/v1/chat", { content: "hola", options: { max_tokens: 4 } });
     assert.equal(again.status, 200, again.text);
+  });
+});
+
+describe("limits per credential: memory", () => {
+  it("forgets a credential's bucket once it has refilled, without giving anyone a fresh burst early", () => {
+    let now = 1_000_000;
+    const limits = new Limits({ rateLimitPerMin: 60, rateBurst: 2, maxStreamsPerKey: 1 }, () => now); // one back per second: full after 2 s
+    const who = (id: string) => ({ userId: "u", username: "u", role: "USER" as const, via: "api_key" as const, credentialId: id, scopes: [] });
+
+    // 10,000 one-off keys (a user minting keys, or keys that come and go) ...
+    for (let i = 0; i < 10_000; i++) limits.take(who(`k${i}`));
+    // ... and one busy key that has emptied its bucket.
+    limits.take(who("busy"));
+    limits.take(who("busy"));
+    assert.equal(limits.tracked, 10_001);
+
+    now += 500; // not refilled yet: nothing may be dropped, and "busy" is still limited
+    assert.throws(() => limits.take(who("busy")), (e: ApiError) => e.status === 429);
+    assert.equal(limits.tracked, 10_001);
+
+    now += 3_000; // every bucket has refilled: the map empties on the next take
+    limits.take(who("busy"));
+    assert.equal(limits.tracked, 1, "only the credential just seen is kept");
+    limits.take(who("busy"));
+    assert.throws(() => limits.take(who("busy")), (e: ApiError) => e.status === 429, "a dropped bucket comes back full, never fuller");
   });
 });
