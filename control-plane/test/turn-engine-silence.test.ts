@@ -88,6 +88,33 @@ describe("turn: an engine that goes silent (pglite, stub engine)", function () {
     assert.equal(done.status, "COMPLETED");
     assert.equal(done.text, "Uno dos tres");
   });
+
+  it("a consumer that stops pulling longer than the stall limit (a slow reader): not a stall, the turn completes", async () => {
+    // The engine sends a token every 50 ms for a second; the 900 ms the
+    // turn's reader holds its first token is the reader's time, and must not
+    // count as the engine's silence.
+    const words = Array.from({ length: 20 }, (_, i) => ` w${i}`);
+    behaviour = (call) => {
+      call.write(started);
+      let i = 0;
+      const tick = setInterval(() => {
+        if (i < words.length) return void call.write(delta(words[i]!, i++));
+        clearInterval(tick);
+        call.write({ event: { $case: "done", value: { finishReason: FinishReason.FINISH_REASON_LENGTH, usage: { promptTokens: 10, completionTokens: words.length, cachedTokens: 0 }, timings: undefined, stopString: "", error: "" } } });
+        call.end();
+      }, 50);
+      call.on("cancelled", () => clearInterval(tick));
+    };
+    const ids = await userWithConversation(db, "slow-reader");
+    const events: TurnEvent[] = [];
+    for await (const ev of turn({ repos: db.repos, pool, logger: silentLogger, locks }, { ...ids, content: "Cuenta hasta veinte" }, { maxTokens: 20, stallMs: 300 })) {
+      events.push(ev);
+      if (ev.type === "delta" && events.filter((e) => e.type === "delta").length === 1) await new Promise((r) => setTimeout(r, 900));
+    }
+    const done = last(events, "done");
+    assert.equal(done.status, "COMPLETED");
+    assert.equal(done.text, words.join(""));
+  });
 });
 
 describe("turn: a request the engine refuses (pglite, real engine)", function () {

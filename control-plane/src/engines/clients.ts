@@ -187,8 +187,11 @@ export class InferenceEngineClient {
     let lastEvent = 0;
     let stalled = false;
     let timer: NodeJS.Timeout | undefined;
+    // While the consumer holds an event (a slow reader downstream), the call
+    // is paused by us, not silent: that time is not the engine's.
+    let held = false;
     const watch = () => {
-      const idle = performance.now() - lastEvent;
+      const idle = held ? 0 : performance.now() - lastEvent;
       if (idle < stallMs) timer = setTimeout(watch, stallMs - idle);
       else {
         stalled = true;
@@ -202,7 +205,10 @@ export class InferenceEngineClient {
           lastEvent = performance.now();
           if (!timer && ev.event?.$case === "started") timer = setTimeout(watch, stallMs);
         }
+        held = true;
         yield ev;
+        held = false;
+        lastEvent = performance.now();
       }
       finished = true;
     } catch (err) {
