@@ -145,6 +145,29 @@ describe("authentication: OIDC tokens", function () {
     assert.equal((await oidcUser("carol"))?.role, "USER", "the identity provider's role is not followed");
   });
 
+  it("an OIDC admin's power never outlives the role in a key: no admin key can be made, and an old one is not admin", async () => {
+    const admin = await token("frank", { payload: { scope: "openid chat admin", realm_access: { roles: ["jota-admin"] } } });
+    assert.equal((await api(t, admin, "GET", "/api/v1/admin/users")).status, 200);
+    const frank = (await oidcUser("frank"))!;
+    assert.equal(frank.role, "ADMIN");
+
+    // Asked for by the user or by a local admin: refused, and nothing stored.
+    const keysBefore = await t.stack.db.prisma.apiKey.count({ where: { userId: frank.id } });
+    assertError(await api(t, admin, "POST", "/api/v1/keys", { name: "ops", scopes: ["chat", "admin"] }), 403, "forbidden");
+    assertError(await api(t, t.admin.key, "POST", `/api/v1/admin/users/${frank.id}/keys`, { name: "ops", scopes: ["admin"] }), 400, "validation_error");
+    assert.equal(await t.stack.db.prisma.apiKey.count({ where: { userId: frank.id } }), keysBefore);
+
+    // Without `scopes` the key gets the token's scopes except admin, and works for chat.
+    const plainKey = await api(t, admin, "POST", "/api/v1/keys", { name: "laptop" });
+    assert.equal(plainKey.status, 201, plainKey.text);
+    assert.deepEqual(plainKey.json.scopes, ["chat"]);
+
+    // A key stored with `admin` (as an older release could make) is not admin while the row still says ADMIN.
+    const { secret } = await t.stack.db.repos.apiKeys.create(frank.id, { name: "legacy", scopes: ["chat", "admin"] });
+    assertError(await api(t, secret, "GET", "/api/v1/admin/users"), 403, "forbidden");
+    assert.equal((await api(t, secret, "GET", "/api/v1/conversations")).status, 200, "its other scopes still work");
+  });
+
   it("a disabled OIDC user's tokens are refused", async () => {
     assert.equal((await api(t, await token("erin"), "GET", "/api/v1/keys")).status, 200);
     const u = (await oidcUser("erin"))!;

@@ -29,6 +29,7 @@ import { Router, type Request } from "express";
 import type { User } from "@prisma/client";
 import { z } from "zod";
 import type { GatewayContext } from "../context";
+import { oidcManaged } from "../auth/authenticator";
 import { principal } from "../auth/middleware";
 import { DEFAULT_SCOPES } from "../auth/principal";
 import { ApiError } from "../http/errors";
@@ -145,7 +146,7 @@ export const adminRoutes = {
     path: "/admin/users/:id/keys",
     operationId: "adminCreateApiKey",
     summary: "Create an API key for a user",
-    description: `Default scopes ${DEFAULT_SCOPES.join(", ")}; \`admin\` only for an ADMIN user. The secret is in this response only.`,
+    description: `Default scopes ${DEFAULT_SCOPES.join(", ")}; \`admin\` only for an ADMIN user who is not an OIDC user (\`oidc:…\`: their admin role comes with each token). The secret is in this response only.`,
     tags: ["admin"],
     auth: "admin",
     params: userParam,
@@ -304,6 +305,8 @@ export function adminRouter(ctx: GatewayContext): Router {
     const b = body(req, NewKeyBody);
     const scopes = b.scopes ?? [...DEFAULT_SCOPES];
     if (scopes.includes("admin") && u.role !== "ADMIN") throw ApiError.validation("scopes", `'admin' is only for keys of ADMIN users; ${u.username} is a USER`);
+    if (scopes.includes("admin") && oidcManaged(u.username))
+      throw ApiError.validation("scopes", `'admin' is not given to keys of OIDC users: ${u.username}'s admin role comes from the identity provider with each token`);
     const { key, secret } = await repos.apiKeys.create(u.id, { name: b.name, scopes, expiresAt: b.expires_at ? new Date(b.expires_at) : undefined });
     audit(res, "api key created", { userId: u.id, keyId: key.id, scopes });
     res.status(201).json({ ...apiKeyView(key), secret });

@@ -8,7 +8,9 @@
 // (a device talks and listens, it administers nothing). A key can only hand
 // out scopes it holds, so creating keys never widens what its holder can do.
 // Left out `scopes`, the new key gets the caller's scopes except `admin`:
-// admin power is only ever given by asking for it.
+// admin power is only ever given by asking for it, and never to a key of an
+// OIDC user (their admin role lives in the identity provider; a key would
+// outlive its removal).
 //
 // Trade-off: a stolen key can mint more keys that outlive its own
 // revocation; the list shows every key (with its creation time and last
@@ -20,6 +22,7 @@ import { Router, type Request } from "express";
 import type { ApiKey, Device, DeviceToken, User } from "@prisma/client";
 import { z } from "zod";
 import type { GatewayContext } from "../context";
+import { oidcManaged } from "../auth/authenticator";
 import { principal } from "../auth/middleware";
 import { ALL_SCOPES, type Scope } from "../auth/principal";
 import { ApiError } from "../http/errors";
@@ -230,6 +233,10 @@ export function keysRouter(ctx: GatewayContext): Router {
     const p = notDevice(res);
     const b = body(req, NewKeyBody);
     const scopes = b.scopes ?? p.scopes.filter((s) => s !== "admin");
+    if (scopes.includes("admin") && oidcManaged(p.username))
+      throw new ApiError(403, "forbidden", "an OIDC user's keys cannot hold 'admin': the identity provider grants that role token by token, and a key would outlive it", {
+        field: "scopes",
+      });
     const missing = scopes.filter((s) => !p.scopes.includes(s));
     if (missing.length)
       throw new ApiError(403, "forbidden", `a key can only be given scopes its creator holds; this credential lacks ${missing.join(", ")}`, {

@@ -9,6 +9,7 @@
 import { errors as joseErrors } from "jose";
 import type { Logger, Repositories } from "@jota/control-plane";
 import { ApiError } from "../http/errors";
+import { OIDC_USERNAME_PREFIX } from "./oidc";
 import { ALL_SCOPES, type Principal, type Scope } from "./principal";
 
 export interface OidcVerifier {
@@ -35,7 +36,7 @@ export class Authenticator {
         role: found.user.role,
         via: "api_key",
         credentialId: found.key.id,
-        scopes: found.key.scopes.filter((s): s is Scope => (ALL_SCOPES as readonly string[]).includes(s)),
+        scopes: found.key.scopes.filter((s): s is Scope => (ALL_SCOPES as readonly string[]).includes(s) && (s !== "admin" || !oidcManaged(found.user.username))),
       };
     }
     if (token.startsWith("jota_d_")) {
@@ -69,6 +70,17 @@ export class Authenticator {
     this.log.info("credential refused", { kind, prefix: token.slice(0, 19) });
     throw ApiError.unauthorized(`invalid, revoked or expired ${kind}`);
   }
+}
+
+/**
+ * An OIDC user's role is the identity provider's, re-read from every token
+ * (oidc.ts). A stored key cannot follow it (the row is only demoted at the
+ * user's next token), so no key of such a user is ever worth `admin`: they
+ * administer with their token. Keys created before this rule keep their
+ * other scopes.
+ */
+export function oidcManaged(username: string): boolean {
+  return username.startsWith(OIDC_USERNAME_PREFIX);
 }
 
 /** jose's verification errors and the verifier's own refusals: the token's fault, a 401. */
