@@ -127,6 +127,25 @@ describe("edge gRPC: Converse refusals", function () {
     assert.ok(msgs[1]!.content.startsWith(turn.deltas.join("")));
   });
 
+  it("a device token revoked during a long session: its next turn ends the stream UNAUTHENTICATED, storing nothing", async () => {
+    const dev = await deviceToken(t, alice.userId, "hallway");
+    const run = converse(client, auth(dev.token)).config();
+    await run.audio(clip());
+    run.endOfAudio();
+    const end1 = await run.waitFor("the first turn's reply_end", (e) => e.$case === "replyEnd" && e.value.finishReason !== "cancelled");
+    const conversationId = turnsOf(run.events).at(-1)!.intent!.conversationId;
+    const requestsBefore = (await t.stack.db.repos.requests.list(alice.userId, { conversationId })).items.length;
+
+    await t.stack.db.repos.devices.revokeToken(alice.userId, dev.tokenId);
+    await run.audio(clip());
+    run.endOfAudio();
+    const ended = await run.done;
+    assert.equal(ended.code, status.UNAUTHENTICATED, ended.details);
+    assert.match(ended.details, /revoked/);
+    assert.ok(!run.events.slice(end1 + 1).some((e) => e.$case === "intent"), `no turn began after the revocation: ${summary(run.events.slice(end1 + 1))}`);
+    assert.equal((await t.stack.db.repos.requests.list(alice.userId, { conversationId })).items.length, requestsBefore, "no request stored for it");
+  });
+
   const leases = () => t.stack.pool.transcription[0]!.inflight;
   /** Leases held on the transcription engine once they settle: a release comes at once, a leak stays for good. */
   async function leasesAfter(expected: number, settleMs = 1000): Promise<number> {

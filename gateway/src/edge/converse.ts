@@ -15,6 +15,8 @@
 //   - the device half-closes: the last utterance is flushed, the running and
 //     queued turns finish, then OK;
 //   - the device cancels: the running turn is aborted;
+//   - the credential refused at a turn (revoked, expired, its user disabled
+//     since the call began): UNAUTHENTICATED, before the turn is stored;
 //   - a protocol error of the device (INVALID_ARGUMENT: audio before config,
 //     a second config, an empty message, a bad config, a chunk that is not
 //     whole frames of raw samples), a conversation that is not the caller's
@@ -29,9 +31,10 @@ import type { ServerDuplexStream } from "@grpc/grpc-js";
 import { Metadata, status } from "@grpc/grpc-js";
 import type { Logger, TurnHandle } from "@jota/control-plane";
 import type { ConverseIn, ConverseOut } from "@jota/control-plane/gen/jota/v1/assistant";
-import type { Principal } from "../auth/principal";
+import type { Principal, Scope } from "../auth/principal";
 import type { GatewayContext } from "../context";
 import type { DeviceConversations } from "./devices";
+import { authenticateCall } from "./auth";
 import { EdgeError, toServiceError } from "./errors";
 import { checkAudio, converseSettings, type ConverseSettings } from "./settings";
 import { SpeechInput } from "./speech";
@@ -46,6 +49,9 @@ export interface ConverseDeps {
 }
 
 type Call = ServerDuplexStream<ConverseIn, ConverseOut>;
+
+/** What a Converse call needs of its credential, at its start and at each turn. */
+export const CONVERSE_SCOPES: Scope[] = ["chat", "audio"];
 
 export class ConverseSession {
   readonly id = randomUUID();
@@ -230,8 +236,19 @@ export class ConverseSession {
     const cur: { ac: AbortController; handle?: TurnHandle } = { ac };
     this.current = cur;
     try {
-      // Every turn is a request for the rate limit, however long the stream lives.
-      ctx.limits.take(this.p);
+      // The credential again at every turn, which also counts it for the rate
+      // limit: a session may live for hours, and a device token revoked (or
+      // its user disabled) since the call began must stop it, as a WS socket
+      // is closed. A check that could not be made (the database) fails only
+      // this turn.
+      try {
+        await authenticateCall(ctx, this.call.metadata, CONVERSE_SCOPES);
+      } catch (err) {
+        const code = toServiceError(err).code;
+        if (code === status.UNAUTHENTICATED || code === status.PERMISSION_DENIED) return this.fail(err);
+        throw err;
+      }
+      if (this.ended || ac.signal.aborted) return;
       const turn = await startDeviceTurn(ctx, devices, this.p, { key: this.deviceKey, conversationId: this.explicitConversation }, text, ac.signal);
       cur.handle = turn.handle;
       const abort = () => turn.handle.abort((ac.signal.reason as Error)?.message);

@@ -20,7 +20,7 @@ import {
 import type { GatewayContext } from "../context";
 import { authenticateCall } from "./auth";
 import { serveChat } from "./chat";
-import { ConverseSession } from "./converse";
+import { CONVERSE_SCOPES, ConverseSession } from "./converse";
 import { DeviceConversations } from "./devices";
 import { EdgeError, toServiceError } from "./errors";
 import { EdgeHealth } from "./health";
@@ -57,7 +57,7 @@ export async function startEdgeServer(ctx: GatewayContext, address: string, opts
         call.emit("error", toServiceError(STOPPING));
         return counted("Converse", status.UNAVAILABLE);
       }
-      authenticateCall(ctx, call.metadata, ["chat", "audio"]).then(
+      authenticateCall(ctx, call.metadata, CONVERSE_SCOPES).then(
         (p) => {
           if (call.cancelled) return counted("Converse", status.CANCELLED);
           // close() has already stopped the sessions it knows: one started now would run until the grace cuts it.
