@@ -11,8 +11,9 @@ import type { EngineProcess } from "../src/engines/process";
 import { silentLogger } from "../src/log";
 import { embedTexts } from "../src/memory/embedder";
 import { InvalidMemoryError, Memories, MEMORY_KIND, memorySource } from "../src/memory/memories";
+import { VectorRetriever } from "../src/memory/retrieve";
 import { PgVectorStore } from "../src/memory/vector";
-import { collectionName } from "../src/memory/vector/store";
+import { collectionName, type VectorStore } from "../src/memory/vector/store";
 import { poolOf, startEmbedEngine } from "./helpers/jobs";
 import { freshPgliteDir } from "./helpers/postgres-backends";
 
@@ -105,6 +106,58 @@ describe("memory: what Jota remembers about a user", function () {
       if (left.length === 1) await memories.delete(u, memory.id);
     }
     assert.equal(await points(u), 0);
+  });
+
+  it("a correction whose vector cannot be written: the old text's vector is never retrieved, and a delete still removes it", async () => {
+    const u = await newUser("kai");
+    const { memory } = await memories.add(u, { text: "Kai's locker code is 4321" });
+    // The real store, whose writes fail as a lost connection to it would (its reads and deletes still work).
+    const failing: VectorStore = Object.create(store, {
+      upsert: {
+        value: async () => {
+          throw new Error("connection to the vector store lost");
+        },
+      },
+    });
+    await assert.rejects(new Memories(db.repos, failing, pool).update(u, memory.id, "Kai's locker code is 9876"), /connection to the vector store lost/);
+    const row = await db.repos.memories.get(u, memory.id);
+    assert.equal(row.text, "Kai's locker code is 9876", "the row has the correction");
+    assert.equal(row.collection, collection, "the row still names where its (old) vector is");
+    assert.equal(row.embeddingModel, null, "but does not claim that vector");
+    assert.equal(await points(u, memorySource(memory.id)), 1, "the old text's vector is still there");
+
+    const retriever = new VectorRetriever(store, pool, { memories: db.repos.memories });
+    const found = await retriever.retrieve(u, "Kai's locker code is 4321");
+    assert.deepEqual(
+      found.filter((f) => f.source === memorySource(memory.id)),
+      [],
+      "a vector its row does not claim is not retrieved",
+    );
+
+    await memories.delete(u, memory.id);
+    assert.equal(await points(u, memorySource(memory.id)), 0, "the delete found the vector through the row");
+  });
+
+  it("retrieval takes a memory point only at its row's word: the row's text, the user's row, a row that exists", async () => {
+    const u = await newUser("lea");
+    const other = await newUser("mia");
+    const { memory } = await memories.add(u, { text: "Lea's favourite colour is green" });
+    const { memory: theirs } = await memories.add(other, { text: "Mia's favourite colour is green" });
+    const vector = (await embedTexts(pool, ["Lea's favourite colour is red"])).vectors[0]!;
+    const point = (id: string, text: string) => ({ id, vector, payload: { userId: u, kind: MEMORY_KIND, source: memorySource(id), text, title: "Memory" } });
+    await store.upsert(collection, [
+      // A stale copy of the text under the row's own id (as a write racing a correction could leave).
+      point(memory.id, "Lea's favourite colour is red"),
+      // A vector whose row was deleted (as a delete that could not reach the store would leave).
+      point("0190f2a4-7c3e-7000-8000-000000000001", "Lea's favourite colour is red, erased"),
+      // A point of this user naming another user's memory.
+      point(theirs.id, "Lea's favourite colour is red, borrowed"),
+    ]);
+    const found = (await new VectorRetriever(store, pool, { memories: db.repos.memories }).retrieve(u, "Lea's favourite colour is red")).filter((f) => f.kind === MEMORY_KIND);
+    assert.deepEqual(
+      found.map((f) => [f.source, f.text]),
+      [[memorySource(memory.id), "Lea's favourite colour is green"]],
+    );
   });
 
   it("delete: the vector and the row go; another user's id is not found and deletes nothing", async () => {

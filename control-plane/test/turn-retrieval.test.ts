@@ -40,7 +40,7 @@ describe("turn: retrieval", function () {
     const dir = await freshPgliteDir();
     db = await openDatabase({ dataDir: dir, logger: silentLogger });
     store = await PgVectorStore.open({ dataDir: dir }); // the same PGlite instance as the database
-    retriever = new VectorRetriever(store, pool);
+    retriever = new VectorRetriever(store, pool, { memories: db.repos.memories });
   });
   after(async () => {
     await store?.close();
@@ -110,7 +110,7 @@ describe("turn: retrieval", function () {
     const down = await PgVectorStore.open({ dataDir: await freshPgliteDir() });
     await down.close(); // its database is gone: every query fails
     const ids = await userWithConversation(db, "down");
-    const events = await run({ retrieval: { retriever: new VectorRetriever(down, pool), mode: "always" } }, ids, "¿Dónde está la contraseña del wifi?");
+    const events = await run({ retrieval: { retriever: new VectorRetriever(down, pool, { memories: db.repos.memories }), mode: "always" } }, ids, "¿Dónde está la contraseña del wifi?");
     const done = last(events, "done");
     assert.equal(done.status, "COMPLETED");
     assert.deepEqual(done.sources, []);

@@ -3,12 +3,19 @@
 // vector store (what retrieval finds: kind "memory", point id = row id,
 // source "memory:<id>", so a turn cites it like a document chunk).
 //
-// The row is the truth; its vector follows:
-// - add: embed (no write yet), row, vector, then the row records where its
-//   vector is. A crash after the row leaves it without a vector (collection
-//   null): nightly upkeep embeds it.
-// - update: the row's new text first (its collection cleared), then the new
-//   vector replaces the old one under the same id.
+// The row is the truth; its vector follows. A row names the collection of
+// its vector before the vector is written there, and claims the vector
+// (embeddingModel) only once it is stored: whatever fails in between, a
+// delete finds the vector, and retrieval (which uses only vectors their row
+// claims, with the row's text) never shows a stale one.
+// - add: embed (no write yet), the row naming the collection, the vector,
+//   then the row claims it. A failure or crash after the row leaves it
+//   unclaimed: nightly upkeep embeds it.
+// - update: a vector in another collection (another model's) is deleted
+//   first; then the row's new text (unclaimed, naming the new collection),
+//   then the new vector replaces the old one under the same id. Should that
+//   fail, the old text's vector may still be there, named by the row (so a
+//   delete removes it) and unclaimed (so retrieval ignores it).
 // - delete: the vector first, then the row, so a memory the user erased is
 //   never found again even if the second step fails (they can delete again).
 import type { Memory } from "@prisma/client";
@@ -87,7 +94,7 @@ export class Memories {
     const same = await this.rows.sameText(userId, text);
     if (same) return { memory: same, created: false };
     const e = await this.embed([text]);
-    const row = await this.rows.create(userId, { ...m, text });
+    const row = await this.rows.create(userId, { ...m, text }, e.collection);
     return { memory: await this.#storeVector(row, e, 0), created: true };
   }
 
@@ -96,11 +103,10 @@ export class Memories {
     const t = Memories.clean(text);
     const before = await this.rows.get(userId, id);
     const e = await this.embed([t]);
-    const row = await this.rows.update(userId, id, t);
-    const stored = await this.#storeVector(row, e, 0);
-    // Embedded by another model before: its old vector is in another collection.
+    // Embedded by another model before: its old vector is in another collection, which the row stops naming.
     if (before.collection && before.collection !== e.collection) await this.#dropVector(before);
-    return stored;
+    const row = await this.rows.update(userId, id, t, e.collection);
+    return this.#storeVector(row, e, 0);
   }
 
   /** Forgets one memory (NotFoundError if it is not the user's), and its text in the turns that cited it. */
@@ -213,19 +219,23 @@ export class Memories {
       // than move rows back and forth; the next upkeep goes on with whichever model is current then.
       if (e.collection !== current) return done;
       for (const [i, row] of rows.entries()) {
-        const before = row.collection;
         const stored = await this.#storeVector(row, e, i);
-        if (stored.collection !== e.collection) skipped.add(row.id); // changed or deleted meanwhile: its writer embeds it
-        else {
-          done++;
-          if (before && before !== e.collection) await this.#dropVector({ ...row, collection: before });
-        }
+        if (stored.collection === e.collection && stored.embeddingModel !== null) done++;
+        else skipped.add(row.id); // changed or deleted meanwhile: its writer embeds it
       }
     }
   }
 
   async #storeVector(row: Memory, e: Embedded, i: number, tries = 0): Promise<Memory> {
     await this.store.ensureCollection(e.model, e.dimensions);
+    if (row.collection !== e.collection) {
+      // The row names the collection before the vector goes there (see the file's comment); the vector it
+      // named until now (another model's, or none) is deleted first, since nothing would name it after.
+      await this.#dropVector(row);
+      const named = await this.rows.embeddingInto(row.userId, row.id, row.text, e.collection);
+      if (!named) return this.#changedMeanwhile(row, e, tries);
+      row = named;
+    }
     await this.store.upsert(e.collection, [
       {
         id: row.id,
@@ -235,9 +245,15 @@ export class Memories {
     ]);
     const embedded = await this.rows.setEmbedded(row.userId, row.id, row.text, e.model, e.collection);
     if (embedded) return embedded;
-    // The row changed or went away while its vector was written: a deleted row must not leave its vector behind,
-    // and a changed one must not keep the vector of its old text (which this write may have put back over the
-    // newer one): its current text is stored again, until a write sticks.
+    return this.#changedMeanwhile(row, e, tries);
+  }
+
+  /**
+   * The row changed or went away while its vector was written: a deleted row must not leave its vector behind,
+   * and a changed one must not keep the vector of its old text (which this write may have put back over the
+   * newer one): its current text is stored again, until a write sticks.
+   */
+  async #changedMeanwhile(row: Memory, e: Embedded, tries: number): Promise<Memory> {
     const now = (await this.rows.byIds(row.userId, [row.id]))[0];
     if (!now) {
       await this.#dropVector({ ...row, collection: e.collection });

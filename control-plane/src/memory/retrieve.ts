@@ -4,6 +4,12 @@
 // ones that fit a token budget go into the prompt, and come back with the
 // reply as its sources.
 //
+// A memory's point is only a pointer to its row (memories.ts): it counts while
+// its row still exists, is the user's and claims a vector in the queried
+// collection, and what the turn gets is the row's text, never the payload's
+// copy. A vector left behind by a write that failed half-way, or by a delete
+// that raced one, can then never bring back text the user erased or corrected.
+//
 // Retrieval never fails a turn: when it cannot be done (the vector store is
 // down, no engine has an embedding model) the turn answers without context
 // and records why (RetrievalUnavailableError -> VECTOR_STORE_UNAVAILABLE on
@@ -11,7 +17,9 @@
 import { status } from "@grpc/grpc-js";
 import { EngineCallError, type InferenceEngineClient } from "../engines/clients";
 import type { EnginePool } from "../engines/pool";
-import { collectionName, UnknownCollectionError, type VectorStore } from "./vector/store";
+import type { MemoryRepository } from "../db/repositories/memories";
+import { MEMORY_KIND, memorySource } from "./memories";
+import { collectionName, UnknownCollectionError, type ScoredPoint, type VectorStore } from "./vector/store";
 
 /** A retrieved chunk as the reply cites it. */
 export interface RetrievedSource {
@@ -43,6 +51,12 @@ export interface RetrieverOptions {
   topK?: number;
   /** Matches scoring below this are left out (default 0: cosine similarity above orthogonal). */
   minScore?: number;
+  /**
+   * The memory rows, to check each memory point against (see the file's
+   * comment): a point left behind by a failed write, or an outdated one, is
+   * never taken at its payload's word.
+   */
+  memories: Pick<MemoryRepository, "byIds">;
 }
 
 /** Retrieval over the vector store, with query embeddings from the pool's engines. */
@@ -50,7 +64,7 @@ export class VectorRetriever implements Retriever {
   constructor(
     private readonly store: VectorStore,
     private readonly pool: EnginePool,
-    private readonly opts: RetrieverOptions = {},
+    private readonly opts: RetrieverOptions,
   ) {}
 
   async retrieve(userId: string, query: string, o: { signal?: AbortSignal; requestId?: string } = {}): Promise<RetrievedSource[]> {
@@ -69,9 +83,10 @@ export class VectorRetriever implements Retriever {
       throw new RetrievalUnavailableError(`could not embed the message on ${lease.address}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
     }
     o.signal?.throwIfAborted();
+    const collection = collectionName(embedded.model, embedded.dimensions);
     let points;
     try {
-      points = await this.store.query(collectionName(embedded.model, embedded.dimensions), embedded.values, {
+      points = await this.store.query(collection, embedded.values, {
         topK: this.opts.topK ?? 5,
         filter: { userId },
       });
@@ -80,17 +95,37 @@ export class VectorRetriever implements Retriever {
       throw new RetrievalUnavailableError(`the ${this.store.kind} vector store could not be queried: ${(err as Error)?.message ?? String(err)}`, { cause: err });
     }
     const minScore = this.opts.minScore ?? 0;
-    return points
-      .filter((p) => p.score > minScore && p.payload.text)
-      .map((p) => ({
-        id: p.id,
-        source: p.payload.source,
-        kind: p.payload.kind,
-        ...(p.payload.title !== undefined ? { title: p.payload.title } : {}),
-        ...(p.payload.chunk !== undefined ? { chunk: p.payload.chunk } : {}),
-        text: p.payload.text!,
-        score: p.score,
-      }));
+    const kept = points.filter((p) => p.score > minScore);
+    const texts = await this.memoryTexts(userId, collection, kept);
+    return kept.flatMap((p) => {
+      const text = p.payload.kind === MEMORY_KIND ? texts.get(p.id) : p.payload.text;
+      if (!text) return [];
+      return [
+        {
+          id: p.id,
+          source: p.payload.source,
+          kind: p.payload.kind,
+          ...(p.payload.title !== undefined ? { title: p.payload.title } : {}),
+          ...(p.payload.chunk !== undefined ? { chunk: p.payload.chunk } : {}),
+          text,
+          score: p.score,
+        },
+      ];
+    });
+  }
+
+  /** The current text of each memory point whose row claims its vector in `collection` (by point id). */
+  private async memoryTexts(userId: string, collection: string, points: ScoredPoint[]): Promise<Map<string, string>> {
+    const ids = points.filter((p) => p.payload.kind === MEMORY_KIND && p.payload.source === memorySource(p.id)).map((p) => p.id);
+    if (ids.length === 0) return new Map();
+    let rows;
+    try {
+      rows = await this.opts.memories.byIds(userId, ids);
+    } catch (err) {
+      throw new RetrievalUnavailableError(`the memories could not be read: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+    }
+    // A row that is mid-write (embeddingModel null) or names another collection does not vouch for this vector.
+    return new Map(rows.filter((r) => r.embeddingModel !== null && r.collection === collection).map((r) => [r.id, r.text]));
   }
 }
 

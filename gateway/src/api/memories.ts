@@ -55,7 +55,7 @@ function memoryView(m: Memory): z.output<typeof MemoryView> {
     origin: m.origin === "user" ? "user" : "extracted",
     conversation_id: m.conversationId,
     request_id: m.requestId,
-    embedded: m.collection !== null,
+    embedded: m.embeddingModel !== null,
     created_at: iso(m.createdAt),
     updated_at: iso(m.updatedAt),
   };

@@ -1,9 +1,14 @@
 // What Jota remembers about a user (memory/memories.ts keeps the vector store
 // in step with these rows). A row is what the user sees and erases; its
-// vector follows it: `collection` is set once the vector is stored, and only
-// while the text is the one that was embedded (setEmbedded checks the hash,
-// and that nobody changed the row between its read and its write),
-// so an update racing an embedding never leaves a row claiming a stale vector.
+// vector follows it. `collection` names where the row's vector is or is
+// about to be: it is written before the vector, so that whatever fails after
+// that, deleting the row finds the vector (one that nothing names could never
+// be deleted, and would keep the old text in the store). `embeddingModel` is
+// set once the vector of the current text is stored, and only while the text
+// is the one that was embedded (setEmbedded checks the hash, and that nobody
+// changed the row between its read and its write), so an update racing an
+// embedding never leaves a row claiming a stale vector; retrieval ignores a
+// vector whose row does not claim it.
 import { createHash } from "node:crypto";
 import type { Memory, PrismaClient } from "@prisma/client";
 import { NotFoundError, checkId, isId, scoped } from "./errors";
@@ -25,7 +30,8 @@ export function memoryHash(text: string): string {
 export class MemoryRepository {
   constructor(private readonly prisma: PrismaClient) {}
 
-  create(userId: string, m: NewMemory): Promise<Memory> {
+  /** A new memory; `collection`, where its vector is about to be written (not yet embedded). */
+  create(userId: string, m: NewMemory, collection?: string): Promise<Memory> {
     return this.prisma.memory.create({
       data: {
         userId,
@@ -34,6 +40,7 @@ export class MemoryRepository {
         origin: m.origin ?? "extracted",
         conversationId: m.conversationId ?? null,
         requestId: m.requestId ?? null,
+        collection: collection ?? null,
       },
     });
   }
@@ -62,14 +69,31 @@ export class MemoryRepository {
     return ks.page(await this.prisma.memory.findMany({ where: { userId, ...ks.after }, orderBy: ks.orderBy, take: ks.take }));
   }
 
-  /** New text: its vector is stale until setEmbedded (collection cleared). */
-  update(userId: string, id: string, text: string): Promise<Memory> {
+  /**
+   * New text: its vector is stale until setEmbedded (embeddingModel cleared).
+   * `collection` is where the new vector is about to be written; the caller
+   * has deleted a vector elsewhere first (the row can name only one place).
+   */
+  update(userId: string, id: string, text: string, collection: string | null = null): Promise<Memory> {
     return scoped("memory", id, () =>
       this.prisma.memory.update({
         where: { id: checkId("memory", id), userId },
-        data: { text, hash: memoryHash(text), embeddingModel: null, collection: null },
+        data: { text, hash: memoryHash(text), embeddingModel: null, collection },
       }),
     );
+  }
+
+  /**
+   * Names `collection` as where the vector of `text` is about to be written
+   * (not yet embedded there): the row as it is now, or undefined when the
+   * memory is gone or its text changed since. `updatedAt` stays, as in setEmbedded.
+   */
+  async embeddingInto(userId: string, id: string, text: string, collection: string): Promise<Memory | undefined> {
+    const where = { id: checkId("memory", id), userId, hash: memoryHash(text) };
+    const now = await this.prisma.memory.findFirst({ where, select: { updatedAt: true } });
+    if (!now) return undefined;
+    const { count } = await this.prisma.memory.updateMany({ where: { ...where, updatedAt: now.updatedAt }, data: { embeddingModel: null, collection, updatedAt: now.updatedAt } });
+    return count === 1 ? ((await this.prisma.memory.findFirst({ where: { id, userId } })) ?? undefined) : undefined;
   }
 
   /**
@@ -103,11 +127,13 @@ export class MemoryRepository {
 
   /**
    * Memories (of every user) whose vector is not in `collection`: never
-   * embedded, or embedded by another model. Oldest first, `limit` at a time.
+   * embedded, embedded by another model, or whose last embedding did not
+   * finish (a failure or a crash between naming the collection and
+   * setEmbedded). Oldest first, `limit` at a time.
    */
   notIn(collection: string, limit: number): Promise<Memory[]> {
     return this.prisma.memory.findMany({
-      where: { OR: [{ collection: null }, { collection: { not: collection } }] },
+      where: { OR: [{ collection: null }, { collection: { not: collection } }, { embeddingModel: null }] },
       orderBy: [{ createdAt: "asc" }, { id: "asc" }],
       take: limit,
     });
