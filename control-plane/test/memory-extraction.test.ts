@@ -10,7 +10,7 @@ import type { EnginePool } from "../src/engines/pool";
 import type { EngineProcess } from "../src/engines/process";
 import { silentLogger } from "../src/log";
 import { applyOperations, extractMemories, parseOperations } from "../src/memory/extraction";
-import { Memories, MEMORY_KIND } from "../src/memory/memories";
+import { Memories, MEMORY_KIND, type ScoredMemory } from "../src/memory/memories";
 import { PgVectorStore } from "../src/memory/vector";
 import { requireFile, startEngine, testModel } from "./helpers/engines";
 import { freshPgliteDir } from "./helpers/postgres-backends";
@@ -124,6 +124,38 @@ describe("memory: extraction from conversations", function () {
     assert.equal(third.skipped, undefined);
     assert.ok(third.read <= 2, `read ${third.read}`);
     await assertInStep(userId);
+  });
+
+  it("the cursor moves only once what was extracted is stored: a worker that dies mid-extraction leaves the messages to the retry", async () => {
+    const { userId, conversationId } = await userWithConversation(db, "dies");
+    await runTurn(db, pool, { userId, conversationId }, "Me llamo Iker y trabajo en un astillero de Pasaia.", { maxTokens: 8 });
+    const messages = await db.repos.messages.after(userId, conversationId, null, 100);
+    // The first extraction stops for good inside its work (here in the memory search, before the model runs),
+    // as a worker killed there would: nothing after that point ever runs, no error handler either.
+    let entered!: () => void;
+    const inside = new Promise<void>((r) => (entered = r));
+    let release!: (err: Error) => void;
+    const never = new Promise<never>((_, reject) => (release = reject));
+    class Dying extends Memories {
+      override search(): Promise<ScoredMemory[]> {
+        entered();
+        return never;
+      }
+    }
+    const dying = extractMemories({ repos: db.repos, memories: new Dying(db.repos, store, pool), pool, logger: silentLogger }, { userId, conversationId });
+    await inside;
+    assert.equal((await db.repos.conversations.get(userId, conversationId)).memoriesThroughId, null, "nothing is marked read while extraction runs");
+
+    // The job's retry, on another worker.
+    const r = await extractMemories({ repos: db.repos, memories, pool, logger: silentLogger }, { userId, conversationId });
+    assert.equal(r.skipped, undefined, "the retry reads the messages");
+    assert.ok(r.read >= 1, `read ${r.read}`);
+    assert.equal((await db.repos.conversations.get(userId, conversationId)).memoriesThroughId, messages.at(-1)!.id, "read once stored");
+    await assertInStep(userId);
+
+    release(new Error("the worker is gone"));
+    await assert.rejects(dying, /the worker is gone/);
+    assert.equal((await db.repos.conversations.get(userId, conversationId)).memoriesThroughId, messages.at(-1)!.id, "the dead one changes nothing");
   });
 
   it("a deleted conversation is skipped, not failed", async () => {

@@ -6,9 +6,15 @@
 // user's memories (memories.ts); the conversation's extraction cursor says
 // which messages have been read.
 //
-// Only the newest 20 messages after the cursor are read, and the cursor is
-// claimed before the model runs (a failure before anything is applied gives
-// it back for the retry). The model's output is never trusted beyond its
+// Only the newest 20 messages after the cursor are read, and the cursor moves
+// past them only once what the model extracted from them is stored: a
+// failure or a crash anywhere before (the search, the model, a memory write)
+// leaves them to the retry. A retry after a partial apply may apply an
+// operation again, which is harmless: an ADD of a remembered text is the same
+// memory, an UPDATE to the same text or a DELETE of an erased memory changes
+// nothing. Two extractions over the same messages at once are kept apart by
+// the cursor too: the one that finds it moved before applying applies
+// nothing. The model's output is never trusted beyond its
 // shape: the schema bounds it (at most 5 operations, 160 characters a fact),
 // numbers that name no shown memory are ignored, facts are cleaned and
 // deduplicated like any memory. An output cut short or not parseable applies
@@ -169,51 +175,53 @@ export async function extractMemories(deps: ExtractionDeps, job: ExtractionJob, 
   const said = fresh.filter(isSaid).slice(-MAX_MESSAGES);
   const userText = said.filter((m) => m.role === "USER").map((m) => m.content).join("\n").slice(-2000);
 
-  // Claimed first: of two extractions racing over the same messages, the second finds the cursor moved and
-  // applies nothing. A failure before the operations are applied gives the messages back (for the retry).
-  if (!(await repos.conversations.advanceMemories(job.userId, job.conversationId, cursor, last.id)))
-    return { ...result, skipped: "another extraction read these messages" };
-  if (userText.trim() === "") return result;
-  let applying = false;
+  // Moves the cursor past these messages: false when another extraction moved it first.
+  const markRead = () => repos.conversations.advanceMemories(job.userId, job.conversationId, cursor, last.id);
+  if (userText.trim() === "") return (await markRead()) ? result : { ...result, skipped: "another extraction read these messages" };
+  const shown = (await memories.search(job.userId, userText, SHOWN_MEMORIES)).map((s) => s.memory);
+  // Fewer messages quoted, fewer memories shown: a prompt that must shrink to fit shrinks in both.
+  const shownFor = (n: number) => shown.slice(0, Math.min(shown.length, Math.max(1, Math.ceil((n * SHOWN_MEMORIES) / MAX_MESSAGES))));
+  const known = (list: Memory[]) => (list.length === 0 ? "(nothing yet)" : list.map((m, i) => `${i + 1}. ${m.text}`).join("\n"));
+  let out;
   try {
-    const shown = (await memories.search(job.userId, userText, SHOWN_MEMORIES)).map((s) => s.memory);
-    // Fewer messages quoted, fewer memories shown: a prompt that must shrink to fit shrinks in both.
-    const shownFor = (n: number) => shown.slice(0, Math.min(shown.length, Math.max(1, Math.ceil((n * SHOWN_MEMORIES) / MAX_MESSAGES))));
-    const known = (list: Memory[]) => (list.length === 0 ? "(nothing yet)" : list.map((m, i) => `${i + 1}. ${m.text}`).join("\n"));
-    let out;
-    try {
-      out = await generateFitted(
-        deps.pool,
-        said.length,
-        (n) => [
-          { role: "system", content: SYSTEM },
-          { role: "user", content: `Already remembered:\n${known(shownFor(n))}\n\nConversation:\n${said.slice(-n).map(quote).join("\n")}` },
-        ],
-        { maxTokens: MAX_OUTPUT_TOKENS, jsonSchema: EXTRACTION_SCHEMA, signal },
-      );
-    } catch (err) {
-      // The same prompt on every retry: these messages are left unread, the next ones will be read.
-      if (!(err instanceof PromptDoesNotFitError)) throw err;
-      deps.logger.warn("memory extraction skipped messages that do not fit the engine's context", { conversationId: job.conversationId, error: err.message });
-      return { ...result, invalidOutput: err.message };
-    }
-    result.read = out.used;
-    let ops: Operation[] = [];
-    if (out.finish === "length") result.invalidOutput = `cut at ${MAX_OUTPUT_TOKENS} tokens`;
-    else
-      try {
-        ops = parseOperations(out.text);
-      } catch (err) {
-        result.invalidOutput = (err as Error).message;
-      }
-    if (result.invalidOutput) deps.logger.warn("memory extraction output unusable; nothing applied", { conversationId: job.conversationId, reason: result.invalidOutput });
-    const requestId = [...said].reverse().find((m) => m.role === "USER")?.requestId ?? undefined;
-    applying = true;
-    Object.assign(result, await applyOperations(memories, { userId: job.userId, conversationId: job.conversationId, requestId }, shownFor(out.used), ops, signal));
-    return result;
+    out = await generateFitted(
+      deps.pool,
+      said.length,
+      (n) => [
+        { role: "system", content: SYSTEM },
+        { role: "user", content: `Already remembered:\n${known(shownFor(n))}\n\nConversation:\n${said.slice(-n).map(quote).join("\n")}` },
+      ],
+      { maxTokens: MAX_OUTPUT_TOKENS, jsonSchema: EXTRACTION_SCHEMA, signal },
+    );
   } catch (err) {
-    // Nothing applied yet (the search or the generation failed): the retry reads these messages again.
-    if (!applying) await repos.conversations.advanceMemories(job.userId, job.conversationId, last.id, cursor).catch(() => false);
+    // The same prompt on every retry: these messages are skipped, the next ones will be read.
+    if (!(err instanceof PromptDoesNotFitError)) throw err;
+    deps.logger.warn("memory extraction skipped messages that do not fit the engine's context", { conversationId: job.conversationId, error: err.message });
+    await markRead();
+    return { ...result, invalidOutput: err.message };
+  }
+  result.read = out.used;
+  let ops: Operation[] = [];
+  if (out.finish === "length") result.invalidOutput = `cut at ${MAX_OUTPUT_TOKENS} tokens`;
+  else
+    try {
+      ops = parseOperations(out.text);
+    } catch (err) {
+      result.invalidOutput = (err as Error).message;
+    }
+  if (result.invalidOutput) deps.logger.warn("memory extraction output unusable; nothing applied", { conversationId: job.conversationId, reason: result.invalidOutput });
+  const requestId = [...said].reverse().find((m) => m.role === "USER")?.requestId ?? undefined;
+  // Another extraction stored what it found in these messages while the model ran here: applying this
+  // one's too would store the same facts twice, in other words.
+  let now;
+  try {
+    now = await repos.conversations.get(job.userId, job.conversationId);
+  } catch (err) {
+    if (err instanceof NotFoundError) return { ...result, read: 0, skipped: "the conversation was deleted" };
     throw err;
   }
+  if (now.memoriesThroughId !== cursor) return { ...result, read: 0, skipped: "another extraction read these messages" };
+  Object.assign(result, await applyOperations(memories, { userId: job.userId, conversationId: job.conversationId, requestId }, shownFor(out.used), ops, signal));
+  if (!(await markRead())) deps.logger.warn("another memory extraction read the same messages at once", { conversationId: job.conversationId });
+  return result;
 }
