@@ -93,7 +93,7 @@ describe("jobs: ingest documents through the queue", function () {
     const count = await store.count(done.result!.collection, { userId: "alice", source: "twice.md" });
     assert.equal(count, done.result!.chunks);
 
-    const again = await queue.submitIngest({ userId: "alice", source: "twice.md", text, tags: ["ignored"] });
+    const again = await queue.submitIngest({ userId: "alice", source: "twice.md", text });
     assert.deepEqual(again, { jobId: first.jobId, state: "completed" });
     // And at once, many times over: still one job.
     const many = await Promise.all(Array.from({ length: 5 }, () => queue.submitIngest({ userId: "alice", source: "twice.md", text })));
@@ -129,6 +129,37 @@ describe("jobs: ingest documents through the queue", function () {
     assert.equal(failedTags.state, "failed");
     assert.equal(failedTags.attemptsMade, 1);
     assert.match(failedTags.failedReason ?? "", /document.tags must be an array of non-empty strings/);
+  });
+
+  it("a finished job submitted again with another payload runs with that payload, under the same id", async () => {
+    const text = "The garden shed key hangs behind the kitchen door.";
+    const first = await queue.submitIngest({ userId: "alice", source: "shed.txt", text, mediaType: "application/x-unknown" });
+    const failed = await waitForJob(queue, "alice", first.jobId);
+    assert.equal(failed.state, "failed");
+    assert.match(failed.failedReason ?? "", /mediaType "application\/x-unknown" is not one of/);
+
+    // The same content again, now with a media type that can be read: this submission is what runs.
+    const fixed = await queue.submitIngest({ userId: "alice", source: "shed.txt", text, mediaType: "text/plain" });
+    assert.equal(fixed.jobId, first.jobId);
+    const done = await waitForJob(queue, "alice", first.jobId);
+    assert.equal(done.state, "completed", done.failedReason);
+    assert.equal(done.attemptsMade, 1, "from its first attempt");
+    const collection = done.result!.collection;
+    assert.equal(await store.count(collection, { userId: "alice", source: "shed.txt" }), done.result!.chunks);
+
+    // Completed, then submitted with tags: it runs again, and the chunks carry them.
+    const tagged = { userId: "alice", source: "shed.txt", text, mediaType: "text/plain", tags: ["garden"] };
+    assert.equal((await queue.submitIngest(tagged)).jobId, first.jobId);
+    const retagged = await waitForJob(queue, "alice", first.jobId);
+    assert.equal(retagged.state, "completed", retagged.failedReason);
+    assert.ok(retagged.finishedAt! > done.finishedAt!, "it ran again");
+    assert.equal(await store.count(collection, { userId: "alice", source: "shed.txt", tags: ["garden"] }), retagged.result!.chunks);
+    assert.equal(await store.count(collection, { userId: "alice", source: "shed.txt" }), retagged.result!.chunks, "replacing the untagged chunks");
+
+    // The very same submission once more is that completed job.
+    assert.deepEqual(await queue.submitIngest(tagged), { jobId: first.jobId, state: "completed" });
+    await new Promise((r) => setTimeout(r, 200)); // a rerun would have started by now
+    assert.deepEqual((await queue.getJob("alice", first.jobId))?.finishedAt, retagged.finishedAt);
   });
 
   it("another user's job is not found, and the same text from another user is another job", async () => {

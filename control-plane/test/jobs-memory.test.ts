@@ -16,7 +16,7 @@ import { Memories, MEMORY_KIND } from "../src/memory/memories";
 import { INTERRUPTED, type UpkeepResult } from "../src/memory/upkeep";
 import { PgVectorStore } from "../src/memory/vector";
 import { requireFile, startEngine, testModel } from "./helpers/engines";
-import { startRedis } from "./helpers/jobs";
+import { poolOf, startRedis } from "./helpers/jobs";
 import { freshPgliteDir } from "./helpers/postgres-backends";
 import { chatArgs, runTurn, servingPool, userWithConversation } from "./helpers/turns";
 
@@ -112,6 +112,41 @@ describe("jobs: memory extraction, summaries and upkeep through the queue", func
     const conv = await db.repos.conversations.get(ids.userId, ids.conversationId);
     assert.equal(conv.summaryThroughId, msgs[3]!.id);
     assert.ok(conv.summary);
+  });
+
+  it("a summary that failed is done when asked again, not ignored for its id", async () => {
+    const ids = await userWithConversation(db, "sumfail");
+    const msgs = [];
+    for (let i = 0; i < 4; i++)
+      msgs.push(await db.repos.messages.append(ids.userId, ids.conversationId, { role: i % 2 ? "ASSISTANT" : "USER", content: `Mensaje ${i} sobre la mudanza a Gijón.` }));
+    const name = "jota-memory-resubmit";
+    const q = new MemoryQueue({ connection: redis.connection, name, backoffMs: 5 });
+    const nowhere = await poolOf(["127.0.0.1:1"], false); // no engine: every attempt fails
+    let w = startMemoryWorker({ connection: redis.connection, repos: db.repos, memories, pool: nowhere, logger: silentLogger, queueName: name });
+    const wait = async (id: string) => {
+      for (const deadline = Date.now() + 60_000; ; ) {
+        const job = await q.queue.getJob(id);
+        const state = job ? await job.getState() : "missing";
+        if (job && (state === "completed" || state === "failed")) return { state, job };
+        if (Date.now() > deadline) throw new Error(`job ${id} is ${state}`);
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    };
+    try {
+      const id = await q.summarize({ ...ids, throughId: msgs[1]!.id });
+      assert.equal((await wait(id)).state, "failed");
+      await w.close();
+      w = startMemoryWorker({ connection: redis.connection, repos: db.repos, memories, pool, logger: silentLogger, queueName: name });
+      // The next turn that trims the same history asks for the same summary.
+      assert.equal(await q.summarize({ ...ids, throughId: msgs[1]!.id }), id);
+      const { state, job } = await wait(id);
+      assert.equal(state, "completed", job.failedReason);
+      assert.equal((await db.repos.conversations.get(ids.userId, ids.conversationId)).summaryThroughId, msgs[1]!.id);
+    } finally {
+      await w.close();
+      await q.close();
+      nowhere.close();
+    }
   });
 
   it("upkeep: scheduled daily at the configured time; run now, it deduplicates, re-embeds and prunes old requests", async () => {

@@ -13,8 +13,11 @@
 //
 // Every job has three attempts with exponential backoff; bad input or output
 // that retrying cannot change fails at once (UnrecoverableError). Finished
-// jobs stay readable for a day.
+// jobs stay readable for a day; one that failed is added again when asked
+// again (submit.ts), so a summary or an extraction that failed while the
+// engine was down is done by the next turn that asks, not a day later.
 import { Queue, UnrecoverableError, WaitingError, Worker, type Job } from "bullmq";
+import { addOnce } from "./submit";
 import { closer, logWorkerEvents } from "./worker-events";
 import type { Redis } from "ioredis";
 import type { DirectSql } from "../db/direct-sql";
@@ -77,14 +80,14 @@ export class MemoryQueue {
   /** Reads the conversation's new messages for memories, after the delay. */
   async extract(job: ExtractionJob & { requestId: string }): Promise<string> {
     const id = `extract-${job.conversationId}-${job.requestId}`;
-    await this.queue.add("extract", { userId: job.userId, conversationId: job.conversationId }, { jobId: id, delay: this.extractDelayMs });
+    await addOnce(this.queue, "extract", { userId: job.userId, conversationId: job.conversationId }, { jobId: id, delay: this.extractDelayMs });
     return id;
   }
 
   /** Summarizes the conversation through message `throughId` (once per message). */
   async summarize(job: SummaryJob): Promise<string> {
     const id = `summarize-${job.conversationId}-${job.throughId}`;
-    await this.queue.add("summarize", job, { jobId: id });
+    await addOnce(this.queue, "summarize", job, { jobId: id });
     return id;
   }
 

@@ -5,8 +5,12 @@
 //   and text>. BullMQ ignores an add whose id exists, so submitting the same
 //   document again (a client retrying a request, a double click) returns the
 //   job already there and ingests nothing twice. Only source and text count:
-//   the same text submitted with other tags or a new title is the same job.
-//   A failed job submitted again is retried (its attempts start over).
+//   the same text submitted with other tags or a new title, while its job is
+//   still waiting or running, is that job.
+// - A finished job submitted again runs again with what was submitted now
+//   (submit.ts): a failed one always (its attempts start over), a completed
+//   one when anything in the submission differs (other tags, a new title, a
+//   media type); the very same submission of a completed job is that job.
 // - Three attempts with exponential backoff: an engine or store failure is
 //   retried; bad input (IngestError) fails at once (the worker's doing).
 // - Finished jobs are kept for a day, so a client can still read how its job
@@ -22,6 +26,7 @@ import { Queue, type Job, type JobState } from "bullmq";
 import type { Redis } from "ioredis";
 import { silentLogger, type Logger } from "../log";
 import type { IngestDocument, IngestProgress, IngestResult } from "../memory/ingest";
+import { addOnce, samePayload } from "./submit";
 
 export const INGEST_QUEUE = "jota-ingest";
 
@@ -116,22 +121,16 @@ export class IngestQueue {
 
   /**
    * Queues a document for ingestion, once: the same (user, source, text)
-   * returns the existing job. Only the user id is checked here (the job id
+   * returns the existing job while it is to run or running, and a finished
+   * one runs again with this submission (see the file's comment). Only the user id is checked here (the job id
    * needs it); the rest is the ingester's to judge, and bad input makes a job
    * that fails at once with the reason.
    */
   async submitIngest(doc: IngestDocument): Promise<SubmitResult> {
     if (!doc || typeof doc.userId !== "string" || doc.userId === "") throw new TypeError("submitIngest: document.userId must be a non-empty string");
     const jobId = ingestJobId(doc);
-    const before = clientState(await this.queue.getJobState(jobId));
-    if (before === "failed") {
-      const job = await this.queue.getJob(jobId);
-      // Another submit may have retried it just now: then it is no longer failed.
-      await job?.retry("failed", { resetAttemptsMade: true, resetAttemptsStarted: true }).catch(() => {});
-    } else if (before === undefined) {
-      await this.queue.add("ingest", doc, { jobId });
-    }
     // BullMQ ignores an add whose id exists, so two submits racing here still make one job.
+    await addOnce(this.queue, "ingest", doc, { jobId }, { rerunCompleted: (ran) => !samePayload(ran, doc) });
     return { jobId, state: clientState(await this.queue.getJobState(jobId)) ?? "waiting" };
   }
 
