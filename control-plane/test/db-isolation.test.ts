@@ -126,6 +126,13 @@ const CASES: Record<string, Record<string, [Outcome, (r: Repositories, intruder:
     // The intruder's own row has the same source and job id: only the victim's must stay untouched.
     ready: ["empty", async (r, i) => ((await r.documents.ready(i, "notes.md", "job-1", 3, "c")) ? [] : ["intruder's own row not found"])],
     failed: ["empty", async (r, i) => ((await r.documents.failed(i, "notes.md", "job-1", "x")) ? [] : ["intruder's own row not found"])],
+    chunksIn: [
+      "empty",
+      async (r, i) => {
+        await r.documents.chunksIn(i, "notes.md", "c2");
+        return [];
+      },
+    ],
     get: ["not found", (r, i, v) => r.documents.get(i, v.documentId)],
     bySource: ["empty", async (r, i) => ((await r.documents.bySource(i, "notes.md"))?.userId === i ? [] : ["another user's row"])],
     list: ["empty", async (r, i) => (await r.documents.list(i)).items.filter((d) => d.userId !== i)],
@@ -154,6 +161,7 @@ const CASES: Record<string, Record<string, [Outcome, (r: Repositories, intruder:
     list: ["empty", async (r, i) => (await r.memories.list(i)).items.filter((m) => m.userId !== i)],
     update: ["not found", (r, i, v) => r.memories.update(i, v.memoryId, "injected")],
     setEmbedded: ["empty", async (r, i, v) => ((await r.memories.setEmbedded(i, v.memoryId, "secret fact of victim", "m", "c")) ? ["set"] : [])],
+    embeddingInto: ["empty", async (r, i, v) => ((await r.memories.embeddingInto(i, v.memoryId, "secret fact of victim", "c")) ? ["set"] : [])],
     all: ["empty", async (r, i) => (await r.memories.all(i)).filter((m) => m.userId !== i)],
     deleteMany: ["empty", async (r, i, v) => ((await r.memories.deleteMany(i, [v.memoryId])) ? ["deleted"] : [])],
     delete: ["not found", (r, i, v) => r.memories.delete(i, v.memoryId)],
@@ -206,7 +214,7 @@ describeBackends("per-user isolation", (fx) => {
     assert.equal((await db.repos.devices.get(victim.userId, victim.deviceId)).revokedAt, null);
     assert.equal((await db.repos.devices.listTokens(victim.userId, victim.deviceId))[0]!.revokedAt, null);
     const doc = await db.repos.documents.get(victim.userId, victim.documentId);
-    assert.deepEqual([doc.status, doc.chunks, doc.error], ["QUEUED", null, null]);
+    assert.deepEqual([doc.status, doc.chunks, doc.error, doc.collection], ["QUEUED", null, null, null]);
     const mem = await db.repos.memories.get(victim.userId, victim.memoryId);
     assert.deepEqual([mem.text, mem.collection], ["secret fact of victim", null]);
     assert.equal(conv.memoriesThroughId, null);

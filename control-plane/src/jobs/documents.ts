@@ -8,9 +8,13 @@
 //
 // A job that completes for a document the user deleted meanwhile finds no
 // row of its own: the chunks it just wrote are deleted again, so that a
-// deleted document never comes back through a late job. (When the row names
+// deleted document never comes back through a late job. When the row names
 // a newer upload of the source instead, that upload's job replaces the
-// chunks itself.)
+// chunks itself (its writes come after these: ingest.ts), and until then the
+// row must name where these chunks are: a first upload's row names no
+// collection yet, and deleting the document before the newer job ran would
+// otherwise leave them behind, found by retrieval with nothing to delete
+// them.
 import type { DocumentRepository } from "../db/repositories/documents";
 import { UnknownDocumentError, type VectorStore } from "../memory/vector/store";
 import { startIngestWorker, type IngestOutcome, type IngestWorker, type IngestWorkerOptions } from "./worker";
@@ -23,6 +27,7 @@ export function documentTracker(documents: DocumentRepository, store: VectorStor
       return;
     }
     if (await documents.ready(o.userId, o.source, o.jobId, o.result.chunks, o.result.collection, o.result.title)) return;
+    if (await documents.chunksIn(o.userId, o.source, o.result.collection)) return; // a newer upload, named no collection yet
     if (await documents.bySource(o.userId, o.source)) return; // a newer upload of the source: its own job replaces these chunks
     await store.deleteBySource(o.userId, o.result.collection, o.source).catch((err: unknown) => {
       if (!(err instanceof UnknownDocumentError)) throw err;

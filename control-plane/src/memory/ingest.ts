@@ -24,7 +24,12 @@
 // Nothing is written until every chunk has been embedded: bad input, an
 // engine failure or an abort leaves the store as it was. Re-ingesting a
 // source replaces its previous chunks (deleted just before the new ones are
-// written).
+// written). The writes of one (user, source) take turns, and each asks
+// stillWanted in its turn: two ingestions of a source at once (a re-upload
+// while the first job stores) would otherwise interleave their delete and
+// upsert, and leave the older version's chunks, or both versions', in place
+// of the newer. The turns are per process: ingest workers in several
+// processes at once would need the lock in Redis or the database instead.
 import type {
   EmbedRequest,
   EmbedResponse,
@@ -289,6 +294,21 @@ function check(cond: unknown, message: string): asserts cond {
   if (!cond) throw new IngestError(message);
 }
 
+/** The writes under way (or waiting) per key: each runs once those before it have settled. */
+const turns = new Map<string, Promise<unknown>>();
+
+async function inTurn<T>(key: string, fn: () => Promise<T>): Promise<T> {
+  const before = turns.get(key) ?? Promise.resolve();
+  const mine = before.catch(() => {}).then(fn);
+  const tail = mine.catch(() => {});
+  turns.set(key, tail);
+  try {
+    return await mine;
+  } finally {
+    if (turns.get(key) === tail) turns.delete(key);
+  }
+}
+
 /** Chunks, embeds and stores one document; see the file's comment. */
 export async function ingestDocument(doc: IngestDocument, opts: IngestOptions): Promise<IngestResult> {
   const chunkTokens = opts.chunkTokens ?? 256;
@@ -405,14 +425,18 @@ export async function ingestDocument(doc: IngestDocument, opts: IngestOptions): 
   // Everything the store would refuse is refused now, before the old
   // version is deleted.
   checkPoints(collection, points);
-  if (opts.stillWanted && !(await opts.stillWanted())) throw new SupersededError(doc.source);
-  let replaced = 0;
-  try {
-    replaced = await opts.store.deleteBySource(doc.userId, collection.name, doc.source);
-  } catch (err) {
-    if (!(err instanceof UnknownDocumentError)) throw err; // a first ingest: nothing to replace
-  }
-  await opts.store.upsert(collection.name, points);
+  const replaced = await inTurn(`${doc.userId}\0${doc.source}`, async () => {
+    signal?.throwIfAborted();
+    if (opts.stillWanted && !(await opts.stillWanted())) throw new SupersededError(doc.source);
+    let n = 0;
+    try {
+      n = await opts.store.deleteBySource(doc.userId, collection.name, doc.source);
+    } catch (err) {
+      if (!(err instanceof UnknownDocumentError)) throw err; // a first ingest: nothing to replace
+    }
+    await opts.store.upsert(collection.name, points);
+    return n;
+  });
   progress({ phase: "store", done: points.length, total: points.length });
   return { chunks: chunks.length, collection: collection.name, tokens, replaced, ...(title !== doc.title && title !== undefined ? { title } : {}) };
 }

@@ -44,6 +44,17 @@ export class DocumentRepository {
     return count === 1;
   }
 
+  /**
+   * Chunks of the source were written to `collection` by a job the row no
+   * longer names (an older upload's, ending after the re-upload): a row that
+   * names no collection yet names this one, so that deleting the document
+   * finds those chunks. False when the row is gone or names one already.
+   */
+  async chunksIn(userId: string, source: string, collection: string): Promise<boolean> {
+    const { count } = await this.prisma.document.updateMany({ where: { userId, source, collection: null }, data: { collection } });
+    return count === 1;
+  }
+
   /** The job failed for good: FAILED with its reason. False when the row is gone or belongs to another job now. */
   async failed(userId: string, source: string, jobId: string, error: string): Promise<boolean> {
     const { count } = await this.prisma.document.updateMany({ where: { userId, source, jobId }, data: { status: "FAILED", error } });
