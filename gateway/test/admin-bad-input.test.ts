@@ -88,6 +88,19 @@ describe("admin and key routes: bad input", function () {
     for (const q of ["limit=0", "limit=201", "limit=abc"]) assertError(await api(t, ana.key, "GET", `/api/v1/keys?${q}`), 400, "validation_error", "limit");
     assertError(await api(t, ana.key, "GET", "/api/v1/keys?cursor=bm90LWEtY3Vyc29y"), 400, "validation_error", "cursor");
     assertError(await api(t, t.admin.key, "GET", "/api/v1/admin/users?cursor=%%%"), 400, "validation_error");
+    // Cursors of the right shape whose id or instant the database would refuse.
+    const forge = (v: unknown) => Buffer.from(JSON.stringify(v)).toString("base64url");
+    for (const v of [
+      { at: new Date().toISOString(), id: "not-a-uuid" },
+      { at: "-271821-04-20T00:00:00.000Z", id: ana.userId },
+    ])
+      for (const [key, path] of [
+        [ana.key, "/api/v1/keys"],
+        [t.admin.key, "/api/v1/admin/users"],
+        [t.admin.key, `/api/v1/admin/users/${ana.userId}/keys`],
+        [t.admin.key, `/api/v1/admin/users/${ana.userId}/devices`],
+      ] as const)
+        assertError(await api(t, key, "GET", `${path}?cursor=${forge(v)}`), 400, "validation_error", "cursor");
     assertError(await api(t, ana.key, "GET", "/api/v1/keys?user_id=someone"), 400, "validation_error", "user_id");
     await assertUnchanged(t, before);
     assert.equal((await api(t, ana.key, "GET", "/api/v1/keys?limit=1")).status, 200);

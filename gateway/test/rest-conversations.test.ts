@@ -2,6 +2,7 @@
 // pagination, get, rename, delete; each user sees only their own; bad input
 // is a precise error that changes nothing stored.
 import assert from "node:assert/strict";
+import { gzipSync } from "node:zlib";
 import { conversationRoutes } from "../src/api/conversations";
 import { ErrorBody } from "../src/api/schemas";
 import { api, startTestGateway, type TestGateway, type TestUser } from "./helpers/gateway";
@@ -128,6 +129,37 @@ describe("REST /api/v1/conversations", function () {
     assert.deepEqual(await stored(alice.userId), before);
   });
 
+  it("refuses a forged cursor of the right shape (an id that is not a UUID, an instant that is not one) as a 400 on cursor", async () => {
+    const c = (await api(t, alice.key, "POST", "/api/v1/conversations", { title: "paged" })).json;
+    const before = await stored(alice.userId);
+    const forge = (v: unknown) => encodeURIComponent(Buffer.from(JSON.stringify(v)).toString("base64url"));
+    const now = new Date().toISOString();
+    const forged = [
+      { at: now, id: "not-a-uuid" },
+      { at: now, id: "' OR 1=1 --" },
+      { at: now, id: "" },
+      { at: "-271821-04-20T00:00:00.000Z", id: c.id },
+      { at: "+275760-09-13T00:00:00.000Z", id: c.id },
+      { at: "2024-02-30T00:00:00.000Z", id: c.id },
+      { at: "yesterday", id: c.id },
+      { at: 0, id: c.id },
+      null,
+    ];
+    // Every list pages with the same cursor; those of other resources are checked here too.
+    for (const path of ["/api/v1/conversations", `/api/v1/conversations/${c.id}/messages`, "/api/v1/requests", "/api/v1/documents", "/api/v1/memories"])
+      for (const v of forged) {
+        const r = await api(t, alice.key, "GET", `${path}?cursor=${forge(v)}`);
+        const e = assertError(r, 400, "validation_error");
+        assert.equal(e.details.field, "cursor", `${path} ${JSON.stringify(v)}: ${JSON.stringify(r.json)}`);
+      }
+    // A cursor the API handed out still pages.
+    await api(t, alice.key, "POST", "/api/v1/conversations", { title: "paged too" });
+    const first = await api(t, alice.key, "GET", "/api/v1/conversations?limit=1");
+    assert.equal(typeof first.json.next_cursor, "string");
+    assert.equal((await api(t, alice.key, "GET", `/api/v1/conversations?limit=1&cursor=${encodeURIComponent(first.json.next_cursor)}`)).status, 200);
+    assert.equal((await stored(alice.userId)).conversations.length, before.conversations.length + 1, "only the conversation made here was added");
+  });
+
   it("another user's conversation is not found, for every verb, and stays as it was", async () => {
     const c = (await api(t, alice.key, "POST", "/api/v1/conversations", { title: "private" })).json;
     const before = await stored(alice.userId);
@@ -164,6 +196,35 @@ describe("REST /api/v1/conversations", function () {
     assertError(await api(t, alice.key, "PATCH", `/api/v1/conversations/${c.id}`, "title=x", { "content-type": "application/x-www-form-urlencoded" }), 415, "unsupported_media_type");
     assertError(await api(t, alice.key, "POST", "/api/v1/conversations", "hello", { "content-type": "text/plain" }), 415, "unsupported_media_type");
     assert.deepEqual(await stored(alice.userId), before);
+  });
+
+  it("a body that is not what its Content-Encoding says is a 400 invalid_encoding; an unknown encoding a 415; a gzip body is read", async () => {
+    const before = await stored(alice.userId);
+    // fetch sends the bytes as they are: it compresses nothing itself.
+    const send = async (encoding: string, body: Buffer) => {
+      const res = await fetch(`${t.url}/api/v1/conversations`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${alice.key}`, "content-type": "application/json", "content-encoding": encoding },
+        body,
+      });
+      return { status: res.status, json: (await res.json()) as unknown };
+    };
+    const json = Buffer.from(JSON.stringify({ title: "compressed" }));
+    for (const [encoding, body] of [
+      ["gzip", Buffer.from("this is not gzip at all")],
+      ["gzip", gzipSync(json).subarray(0, 12)], // cut short
+      ["deflate", Buffer.from("nor is this deflate")],
+      ["br", Buffer.from("nor brotli, this")],
+    ] as const) {
+      const e = assertError(await send(encoding, body), 400, "invalid_encoding");
+      assert.equal(typeof e.details.reason, "string", encoding);
+    }
+    assertError(await send("compress", json), 415, "unsupported_media_type");
+    assert.deepEqual(await stored(alice.userId), before);
+
+    const ok = await send("gzip", gzipSync(json));
+    assert.equal(ok.status, 201, JSON.stringify(ok.json));
+    assert.equal((ok.json as { title: string }).title, "compressed");
   });
 
   it("needs a credential with the chat scope", async () => {

@@ -18,6 +18,7 @@ import {
 export type ErrorCode =
   | "validation_error"
   | "invalid_json"
+  | "invalid_encoding"
   | "unauthorized"
   | "forbidden"
   | "not_found"
@@ -71,7 +72,26 @@ interface HttpLikeError {
   expose?: boolean;
   limit?: number;
   length?: number;
+  /** Node's: zlib's Z_DATA_ERROR, Z_BUF_ERROR; brotli's ERR__ERROR_FORMAT_… */
+  code?: unknown;
 }
+
+// body-parser passes a decompression stream's error on with status 400 and no
+// `type`: only its zlib / brotli code says the body was not what its
+// Content-Encoding claimed.
+const DECOMPRESSION_CODE = /^(Z_|ERR__ERROR_|ERR_BROTLI|ERR_ZSTD)/;
+
+/** Codes for client errors (4xx) that arrive with a status but no `type` we know. */
+const CODE_BY_STATUS: Partial<Record<number, ErrorCode>> = {
+  400: "invalid_request",
+  401: "unauthorized",
+  403: "forbidden",
+  404: "not_found",
+  409: "conflict",
+  413: "payload_too_large",
+  415: "unsupported_media_type",
+  429: "rate_limited",
+};
 
 /** Any error, as the ApiError the client sees. Unknown errors become 500 without their message. */
 export function toApiError(err: unknown): ApiError {
@@ -94,6 +114,16 @@ export function toApiError(err: unknown): ApiError {
       return new ApiError(415, "unsupported_media_type", "the request body's encoding or charset is not supported");
     case "request.aborted":
       return new ApiError(400, "validation_error", "the request body was not received whole");
+  }
+  const status = typeof h?.status === "number" ? h.status : typeof h?.statusCode === "number" ? h.statusCode : undefined;
+  if (status !== undefined && status >= 400 && status < 500) {
+    if (typeof h.code === "string" && DECOMPRESSION_CODE.test(h.code))
+      return new ApiError(400, "invalid_encoding", "the request body is not encoded as its Content-Encoding says", {
+        reason: (err as Error).message,
+      });
+    // A client error from a library we did not map (http-errors marks those safe to show with `expose`).
+    const message = h.expose && err instanceof Error && err.message ? err.message : "the request cannot be served as sent";
+    return new ApiError(status, CODE_BY_STATUS[status] ?? "invalid_request", message);
   }
   return new ApiError(500, "internal_error", "internal error");
 }

@@ -10,7 +10,7 @@
 //   500, 503                 server_error           (code internal_error | engine_error | engine_unavailable | ...)
 // `code` says which problem (model_not_found, unknown_parameter,
 // missing_required_parameter, unsupported_parameter, unsupported_value,
-// invalid_type, invalid_value, invalid_json, payload_too_large,
+// invalid_type, invalid_value, invalid_json, invalid_encoding, payload_too_large,
 // context_length_exceeded, conversation_busy, ...); `param` names the
 // request field at fault (a dotted path: "messages.2.content"), or null.
 //

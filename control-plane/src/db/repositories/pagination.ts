@@ -29,15 +29,27 @@ interface Position {
   id: string;
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/** What encode() writes: toISOString() of a year 0000..9999. */
+const ISO_INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+
+// A cursor comes back from the client, which may have forged it: only a
+// cursor encode() could have written is accepted, since the database refuses
+// an id that is not a UUID (and instants beyond its range) with an error that
+// would otherwise surface as a 500.
 function decode(cursor: string): Position {
+  let v: { at?: unknown; id?: unknown };
   try {
-    const v = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8")) as { at?: unknown; id?: unknown };
-    const at = typeof v.at === "string" ? new Date(v.at) : undefined;
-    if (!at || Number.isNaN(at.getTime()) || typeof v.id !== "string") throw new InvalidCursorError();
-    return { at, id: v.id };
+    v = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8")) as { at?: unknown; id?: unknown };
   } catch {
     throw new InvalidCursorError();
   }
+  if (typeof v !== "object" || v === null || typeof v.at !== "string" || typeof v.id !== "string") throw new InvalidCursorError();
+  if (!UUID.test(v.id) || !ISO_INSTANT.test(v.at)) throw new InvalidCursorError();
+  const at = new Date(v.at);
+  // The pattern lets 2024-02-30 through, which Date rolls over to March 1st.
+  if (Number.isNaN(at.getTime()) || at.toISOString() !== v.at) throw new InvalidCursorError();
+  return { at, id: v.id.toLowerCase() };
 }
 
 function encode(p: Position): string {
