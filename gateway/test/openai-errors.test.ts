@@ -5,6 +5,7 @@
 // missing scopes, unsupported OpenAI options, unknown paths and methods,
 // and the per-credential rate limit.
 import assert from "node:assert/strict";
+import { gzipSync } from "node:zlib";
 import { AuthenticationError, BadRequestError, PermissionDeniedError } from "openai";
 import { OpenAIErrorBody } from "../src/openai/errors";
 import { api, startTestGateway, type TestGateway } from "./helpers/gateway";
@@ -178,6 +179,39 @@ describe("openai /v1: bad input", function () {
     assert.deepEqual(await footprint(u.userId), before);
   });
 
+  it("a body that is not what its Content-Encoding says is a 400 invalid_encoding in OpenAI's shape; a gzip body is read", async () => {
+    const u = await t.user("squeezer");
+    const before = await footprint(u.userId);
+    const post = async (encoding: string, body: Buffer) => {
+      const res = await fetch(`${t.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${u.key}`, "content-type": "application/json", "content-encoding": encoding },
+        body,
+      });
+      const text = await res.text();
+      return { status: res.status, text, json: JSON.parse(text) };
+    };
+    const json = Buffer.from(JSON.stringify(chat({})));
+    for (const [encoding, body] of [
+      ["gzip", Buffer.from("this is not gzip at all")],
+      ["gzip", gzipSync(json).subarray(0, 12)],
+      ["br", Buffer.from("nor brotli, this")],
+    ] as const) {
+      const r = await post(encoding, body);
+      openaiShape(r);
+      assert.equal(r.status, 400, r.text);
+      assert.deepEqual([r.json.error.type, r.json.error.code, r.json.error.param], ["invalid_request_error", "invalid_encoding", null], r.text);
+    }
+    const unknown = await post("compress", json);
+    openaiShape(unknown);
+    assert.equal(unknown.status, 415, unknown.text);
+    assert.deepEqual(await footprint(u.userId), before);
+
+    const ok = await post("gzip", gzipSync(json));
+    assert.equal(ok.status, 200, ok.text);
+    assert.equal(ok.json.object, "chat.completion");
+  });
+
   it("wrong, missing and revoked keys are 401s, a missing scope a 403, all in OpenAI's shape", async () => {
     const u = await t.user("keyholder");
     const body = chat({});
@@ -210,11 +244,13 @@ describe("openai /v1: bad input", function () {
     const u = await t.user("lost");
     const other = await t.user("owner");
     const theirs = await t.stack.db.repos.conversations.create(other.userId, { title: "private" });
-    for (const conv of ["not-a-uuid", "00000000-0000-7000-8000-000000000000", theirs.id]) {
-      const r = await api(t, u.key, "POST", "/v1/chat/completions", chat({}), { "X-Jota-Conversation": conv });
-      openaiShape(r);
-      assert.equal(r.status, 404, `${conv}: ${r.text}`);
-    }
+    for (const conv of ["not-a-uuid", "00000000-0000-7000-8000-000000000000", theirs.id])
+      for (const stream of [false, true]) {
+        const r = await api(t, u.key, "POST", "/v1/chat/completions", chat({ stream }), { "X-Jota-Conversation": conv });
+        openaiShape(r);
+        assert.equal(r.status, 404, `${conv}: ${r.text}`);
+        assert.deepEqual([r.json.error.type, r.json.error.code, r.json.error.param], ["invalid_request_error", "conversation_not_found", "X-Jota-Conversation"], `${conv}, stream ${stream}: ${r.text}`);
+      }
     assert.equal((await t.stack.db.repos.messages.list(other.userId, theirs.id)).items.length, 0, "nothing was added to another user's conversation");
     const unknown = await api(t, u.key, "GET", "/v1/assistants");
     openaiShape(unknown);

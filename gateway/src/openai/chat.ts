@@ -54,7 +54,7 @@ import { Router, type Request, type Response } from "express";
 import { z } from "zod";
 import type { NewMessage } from "@jota/control-plane/db/repositories/messages";
 import type { SamplingParams } from "@jota/control-plane/gen/jota/v1/inference";
-import { ConversationBusyError, type TurnDoneEvent, type TurnErrorEvent, type TurnHandle, type TurnOptions } from "@jota/control-plane";
+import { ConversationBusyError, NotFoundError, type TurnDoneEvent, type TurnErrorEvent, type TurnHandle, type TurnOptions } from "@jota/control-plane";
 import type { GatewayContext } from "../context";
 import { principal } from "../auth/middleware";
 import { mount, Source, sourcesView, type RouteSpec } from "../api/schemas";
@@ -386,6 +386,11 @@ function turnFailure(e: TurnErrorEvent): OpenAIError {
   }
 }
 
+/** The same answer for a malformed id, an unknown one and another user's. */
+function conversationNotFound(id: string): OpenAIError {
+  return new OpenAIError(404, "invalid_request_error", "conversation_not_found", `conversation ${id} not found`, "X-Jota-Conversation");
+}
+
 function abortedError(requestId: string): OpenAIError {
   return new OpenAIError(503, "server_error", "request_aborted", `the generation was aborted before it finished (request ${requestId}); its partial reply is stored`);
 }
@@ -429,8 +434,7 @@ export function chatRouter(ctx: GatewayContext, catalog: ModelCatalog): Router {
     const b = jsonRequest(req, chatBody);
     const p = plan(b);
     const header = req.get("x-jota-conversation")?.trim() || undefined;
-    if (header !== undefined && !isUuid(header))
-      throw new OpenAIError(404, "invalid_request_error", "conversation_not_found", `conversation ${header} not found`, "X-Jota-Conversation");
+    if (header !== undefined && !isUuid(header)) throw conversationNotFound(header);
     const engines = await catalog.engines("chat", b.model);
     if (engines.length === 0) throw new OpenAIError(503, "server_error", "engine_unavailable", "no engine serves a chat model now", null, { "Retry-After": "5" });
 
@@ -441,7 +445,11 @@ export function chatRouter(ctx: GatewayContext, catalog: ModelCatalog): Router {
     });
     let created: string | undefined;
     const started = async (): Promise<{ handle: TurnHandle; conversationId: string }> => {
-      if (header) return begin(header.toLowerCase());
+      if (header)
+        // startTurn's NotFoundError would be the generic not_found: the header is what named it.
+        return begin(header.toLowerCase()).catch((err: unknown) => {
+          throw err instanceof NotFoundError && err.entity === "conversation" ? conversationNotFound(header) : err;
+        });
       const continued = await claimContinuation(ctx.repos, user.userId, p.history);
       if (continued) {
         try {
