@@ -120,6 +120,32 @@ describe("OpenAPI document /api/v1/openapi.json", function () {
     }
   });
 
+  it("requestBody.required is true exactly where the route refuses a request without a body", async () => {
+    // Real objects for the path parameters, so that a route which takes no body answers 2xx rather than 404.
+    const conversation = await t.stack.db.repos.conversations.create(t.admin.userId, { title: "for the body check" });
+    const owner = await t.user("body-check-owner");
+    const device = await t.stack.db.repos.devices.create(owner.userId, { name: "body-check" });
+    const concrete: Record<string, string> = {
+      "/api/v1/conversations/{id}": `/api/v1/conversations/${conversation.id}`,
+      "/api/v1/admin/users/{id}/keys": `/api/v1/admin/users/${owner.userId}/keys`,
+      "/api/v1/admin/users/{id}/devices": `/api/v1/admin/users/${owner.userId}/devices`,
+      "/api/v1/admin/users/{id}/devices/{device_id}/tokens": `/api/v1/admin/users/${owner.userId}/devices/${device.id}/tokens`,
+    };
+    const withBody = operations().filter((o) => o.op.requestBody);
+    assert.ok(withBody.some((o) => o.op.requestBody.required === false), "some route takes no body (POST /api/v1/conversations)");
+    for (const { method, path, op } of withBody) {
+      const where = `${method.toUpperCase()} ${path}`;
+      const url = concrete[path] ?? path.replace(/\{[^}]+\}/g, "0193a0c0-0000-7000-8000-000000000000");
+      // No body at all: no content type, Content-Length 0.
+      const r = await api(t, t.admin.key, method.toUpperCase(), url);
+      if (op.requestBody.required === true) assert.ok([400, 415].includes(r.status), `${where} is documented as needing a body, yet answered ${r.status} without one: ${r.text}`);
+      else {
+        assert.equal(op.requestBody.required, false, `${where}: requestBody.required is a boolean`);
+        assert.ok(r.status >= 200 && r.status < 300, `${where} is documented as taking no body, yet answered ${r.status} without one (a path needing real ids goes in 'concrete'): ${r.text}`);
+      }
+    }
+  });
+
   it("the documented security is what each route enforces", async () => {
     const users = new Map<string, TestUser>();
     const lacking = async (auth: string): Promise<TestUser> => {

@@ -192,7 +192,7 @@ function operation(b: Builder, spec: RouteSpec, group: RouteGroup): JsonObject {
     ...(spec.body
       ? {
           requestBody: {
-            required: true,
+            required: spec.bodyRequired ?? !spec.body.safeParse({}).success,
             content: {
               [spec.bodyContentType ?? "application/json"]: { schema: b.schema(spec.body, "input") },
               ...(spec.formBody ? { "multipart/form-data": { schema: b.schema(spec.formBody, "input") } } : {}),
