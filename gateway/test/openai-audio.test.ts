@@ -5,12 +5,13 @@
 // with fields OpenAI does not define are 400 / 413 naming the field.
 import assert from "node:assert/strict";
 import fs from "node:fs";
+import http from "node:http";
 import { Metadata } from "@grpc/grpc-js";
 import OpenAI, { BadRequestError, toFile } from "openai";
 import { TranscribeRequest, type TranscribeResponse } from "@jota/control-plane/gen/jota/v1/transcription";
 import { jfkWav } from "../../engines/tests/helpers/transcription";
 import { startTestGateway, type TestGateway, type TestUser } from "./helpers/gateway";
-import { engineModels, openaiClient } from "./helpers/openai";
+import { engineModels, openaiClient, waitUntil } from "./helpers/openai";
 import { Transcription, VerboseTranscription, timestamp } from "../src/openai/audio";
 
 const MAX_AUDIO = 400_000;
@@ -149,5 +150,42 @@ describe("openai /v1/audio/transcriptions", function () {
     assert.equal(after.counters!.files, before.counters!.files, "a refused file reached the decoder");
     const ok = await client.audio.transcriptions.create({ model: "jota", file: await file() });
     assert.equal(ok.text, direct.text.trim());
+  });
+
+  it("a client that leaves after its upload, before the engine is called, never has its file decoded", async () => {
+    // The window between the parsed upload and the engine call is the model catalog's refresh, which asks
+    // every engine for its models (at most every 5 s). With the inference engine paused, that refresh waits
+    // for it, long enough for the client to leave inside the window every time.
+    await new Promise((r) => setTimeout(r, 5200)); // the catalog is stale: the next call refreshes it
+    const engine = t.stack.pool.transcription[0]!.client;
+    const before = (await engine.info()).counters!;
+    const boundary = "jota-test-boundary";
+    const body = Buffer.concat([
+      Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\njota\r\n`),
+      Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="jfk.wav"\r\nContent-Type: audio/wav\r\n\r\n`),
+      wav,
+      Buffer.from(`\r\n--${boundary}--\r\n`),
+    ]);
+    const pid = t.inference.pid!;
+    process.kill(pid, "SIGSTOP");
+    try {
+      await new Promise<void>((resolve) => {
+        const req = http.request(`${t.url}/v1/audio/transcriptions`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${u.key}`, "content-type": `multipart/form-data; boundary=${boundary}`, "content-length": String(body.length) },
+        });
+        req.on("error", () => resolve()); // the socket this test destroys
+        req.on("response", (res) => assert.fail(`answered ${res.statusCode} while the catalog waited for the paused engine`));
+        req.end(body, () => setTimeout(() => req.destroy(), 300));
+      });
+      await new Promise((r) => setTimeout(r, 200));
+    } finally {
+      process.kill(pid, "SIGCONT");
+    }
+    // A call after it is decoded; the one left behind, had it been sent, would have started before it.
+    const ok = await client.audio.transcriptions.create({ model: "jota", file: await file() });
+    assert.equal(ok.text, direct.text.trim());
+    const after = (await waitUntil(() => engine.info(), (i) => i.counters!.files > before.files + 1, 3000)).counters!;
+    assert.equal(after.files - before.files, 1, "the file of the client that left was decoded");
   });
 });

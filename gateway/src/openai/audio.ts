@@ -166,9 +166,25 @@ function transcribeFailure(err: ServiceError, address: string): OpenAIError {
   return new OpenAIError(500, "server_error", "engine_error", `transcription engine ${address} failed: ${status[err.code] ?? err.code}: ${detail}`);
 }
 
+/**
+ * Watches for the client going away from before the upload is read: a
+ * listener added once the engine call exists would miss a client that left
+ * while the form was parsed or an engine chosen, and the engine would decode
+ * the whole file for nobody.
+ */
+function watchClient(_req: Request, res: Response, next: NextFunction): void {
+  const gone = new AbortController();
+  res.on("close", () => {
+    if (!res.writableFinished) gone.abort();
+  });
+  res.locals.clientGone = gone.signal;
+  next();
+}
+
 export function audioRouter(ctx: GatewayContext, catalog: ModelCatalog): Router {
   const r = Router();
-  mount(r, audioRoutes.transcribe, upload(ctx.config.gateway.maxAudioBytes), async (req, res) => {
+  mount(r, audioRoutes.transcribe, watchClient, upload(ctx.config.gateway.maxAudioBytes), async (req, res) => {
+    const gone = res.locals.clientGone as AbortSignal;
     if (!req.is("multipart/form-data"))
       throw new OpenAIError(415, "invalid_request_error", "unsupported_media_type", "send the audio as multipart/form-data with the field 'file'");
     const f = parse(audioFields, { ...req.body });
@@ -179,6 +195,7 @@ export function audioRouter(ctx: GatewayContext, catalog: ModelCatalog): Router 
     if (many(f.include).length > 0) throw OpenAIError.unsupported("include", "include (logprobs) is not supported");
 
     const serving = new Set(await catalog.engines("transcription", f.model));
+    if (gone.aborted) return; // nobody to answer: the engine is not asked
     if (serving.size === 0) throw new OpenAIError(503, "server_error", "engine_unavailable", "no transcription engine is serving now", null, { "Retry-After": "5" });
     const pool = ctx.stack.pool;
     const lease = pool.pickTranscription({ exclude: pool.transcription.map((e) => e.address).filter((a) => !serving.has(a)) });
@@ -194,9 +211,7 @@ export function audioRouter(ctx: GatewayContext, catalog: ModelCatalog): Router 
         const call = lease.client.raw.transcribe(request, new Metadata(), { deadline: Date.now() + TRANSCRIBE_DEADLINE_MS }, (err, reply) =>
           err ? reject(err) : resolve(reply),
         );
-        res.on("close", () => {
-          if (!res.writableFinished) call.cancel();
-        });
+        gone.addEventListener("abort", () => call.cancel(), { once: true });
       });
       lease.release();
     } catch (err) {
