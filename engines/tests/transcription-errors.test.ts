@@ -118,6 +118,8 @@ describe("transcription errors (bad input never crashes the engine)", function (
     ["50 s utterances", { vad: vad({ maxUtteranceMs: 50000 }) }, /config.vad.max_utterance_ms must be 1000..28000/],
     ["2 s pre-roll", { vad: vad({ preRollMs: 2000 }) }, /config.vad.pre_roll_ms must be 10..1000/],
     ["negative minimum speech", { vad: vad({ minSpeechMs: -1 }) }, /config.vad.min_speech_ms must be 10..10000/],
+    ["hangover longer than half the longest utterance", { vad: vad({ hangoverMs: 3000, maxUtteranceMs: 5000 }) },
+      /config.vad.hangover_ms \(3000\) must be at most half of config.vad.max_utterance_ms \(5000\)/],
     ["long request id", { requestId: "r".repeat(300) }, /config.request_id is longer than 256 bytes/],
   ];
   for (const [name, over, message] of badConfigs) {

@@ -215,3 +215,22 @@ TEST(TranscriptionVad, EarliestPendingCoversACandidateOnset) {
   ASSERT_EQ(events.size(), 1u);
   EXPECT_NEAR(static_cast<double>(events[0].sample) / kRate, 1.0, 0.02);
 }
+
+TEST(TranscriptionVad, TheMaximumReachedInsideAPauseEndsTheUtteranceAtItsLastSpeech) {
+  // A hangover longer than half the maximum (settings refuse it; the
+  // detector must still never produce an utterance that ends before it
+  // starts): at 5 s the utterance is 4 s long, its speech stopped at 2.5 s
+  // and the pause is still shorter than the hangover.
+  Scene scene;
+  scene.seconds = 8;
+  scene.speech = {{1.0, 2.5}};
+  VadSettings s;
+  s.hangover_ms = 3000;
+  s.max_utterance_ms = 4000;
+  const Detection r = Detect(scene.Render(), s);
+  const auto u = Utterances(r);
+  ASSERT_EQ(u.size(), 1u) << r.Describe();
+  EXPECT_NEAR(u[0].first, 1.0, 0.02) << r.Describe();
+  EXPECT_NEAR(u[0].second, 2.5, 0.02) << r.Describe();
+  for (const auto& e : r.events) EXPECT_FALSE(e.cut) << r.Describe();
+}

@@ -93,6 +93,14 @@ grpc::Status BuildStreamSettings(const jota::v1::StreamConfig& c, bool multiling
   if (st = IntSetting("config.vad.min_speech_ms", v.min_speech_ms(), def.min_speech_ms, 10, 10000, &s.min_speech_ms); !st.ok()) return st;
   if (st = IntSetting("config.vad.max_utterance_ms", v.max_utterance_ms(), def.max_utterance_ms, 1000, 28000, &s.max_utterance_ms); !st.ok()) return st;
   if (st = IntSetting("config.vad.pre_roll_ms", v.pre_roll_ms(), def.pre_roll_ms, 10, 1000, &s.pre_roll_ms); !st.ok()) return st;
+  // A long utterance is cut at its quietest point in its second half, and
+  // that point must lie in speech: with a longer hangover the utterance can
+  // reach its maximum inside a pause the hangover is meant to bridge.
+  // (Both defaults fit any value of the other.) A pre-roll longer than the
+  // hangover is fine: the session keeps it out of the previous utterance.
+  if (2 * static_cast<int64_t>(s.hangover_ms) > s.max_utterance_ms)
+    return Invalid("config.vad.hangover_ms (" + std::to_string(s.hangover_ms) +
+                   ") must be at most half of config.vad.max_utterance_ms (" + std::to_string(s.max_utterance_ms) + ")");
   return grpc::Status::OK;
 }
 

@@ -104,6 +104,16 @@ void VoiceActivityDetector::Frame(const float* frame, std::vector<VadEvent>* eve
         return;
       }
       if (position_ - start_ >= max_utterance_) {
+        // The speech stopped before the middle and the pause has not reached
+        // the hangover yet (only when hangover > max_utterance / 2, which
+        // settings refuse): a cut in that pause would leave an utterance that
+        // starts after its last speech and ends before it begins. The pause
+        // ends the utterance instead.
+        if ((last_speech_end_ - start_) / frame_ <= static_cast<int64_t>(levels_.size()) / 2) {
+          state_ = State::kSilence;
+          events->push_back({VadEvent::Type::kSpeechEnded, last_speech_end_});
+          return;
+        }
         const int64_t cut = QuietestPoint();
         events->push_back({VadEvent::Type::kSpeechEnded, cut, true});
         events->push_back({VadEvent::Type::kSpeechStarted, cut, true});
