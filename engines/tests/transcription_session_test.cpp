@@ -154,6 +154,15 @@ StreamSettings Settings(bool vad, int partial_ms = 0) {
 
 std::unique_ptr<SpeechClassifier> Energy() { return std::make_unique<EnergyClassifier>(12.0f); }
 
+// The lines of one kind ("final", "speech_"): finals come from the decode
+// thread, so their place among the VAD's events depends on timing.
+std::vector<std::string> Only(const std::vector<std::string>& lines, const std::string& prefix) {
+  std::vector<std::string> out;
+  for (const auto& l : lines)
+    if (l.rfind(prefix, 0) == 0) out.push_back(l);
+  return out;
+}
+
 void Push(StreamSession& s, const std::string& bytes, size_t chunk = 3200) {
   for (size_t pos = 0; pos < bytes.size(); pos += chunk) ASSERT_TRUE(s.PushAudio(bytes.substr(pos, chunk)).ok());
 }
@@ -312,4 +321,49 @@ TEST(TranscriptionSession, OtherRatesAreResampledBeforeTheVad) {
   EXPECT_EQ(lines[0], "speech_started u0 @1.000");
   EXPECT_EQ(lines[1], "speech_ended u0 @2.000");
   EXPECT_EQ(counters.audio_samples, 48000u);
+}
+
+TEST(TranscriptionSession, APreRollLongerThanTheGapStaysOutOfThePreviousUtterance) {
+  // 300 ms between the bursts, a 100 ms hangover (two utterances) and a
+  // 500 ms pre-roll: the second final's audio starts where the first one's
+  // ended (2.1 s: its speech, then a post-roll as long as the hangover),
+  // not 500 ms before its onset, inside the first utterance's words.
+  FakeDecoder decoder;
+  Recorder rec;
+  Counters counters;
+  StreamSettings settings = Settings(true);
+  settings.vad_settings.hangover_ms = 100;
+  settings.vad_settings.pre_roll_ms = 500;
+  StreamSession s(settings, decoder, Energy(), 60 * kRate, counters, rec.Sink(), [] { return false; });
+  Push(s, Audio(4.0, {{1.0, 2.0}, {2.3, 3.0}}));
+  ASSERT_TRUE(s.Finish().ok());
+  EXPECT_EQ(Only(rec.lines(), "speech_"), std::vector<std::string>({"speech_started u0 @1.000", "speech_ended u0 @2.000",
+                                                                    "speech_started u1 @2.300", "speech_ended u1 @3.000"}));
+  // Segment times are 0.5-1.0 s into the decoded audio: they show where it starts.
+  EXPECT_EQ(Only(rec.lines(), "final"), std::vector<std::string>({
+                                            "final u0 1.000-2.000 'heard 25600' seg 1.000-1.500",
+                                            "final u1 2.300-3.000 'heard 16000' seg 2.600-3.100",
+                                        }));
+}
+
+TEST(TranscriptionSession, APostRollNeverReachesIntoTheNextUtterance) {
+  // A 50 ms hangover and 100 ms between the bursts, in 400 ms chunks: when
+  // the first utterance ends, the audio after it is already there, and its
+  // usual 200 ms post-roll would take in the first words of the next one.
+  // It gets as much as the hangover (which the next onset is always beyond).
+  FakeDecoder decoder;
+  Recorder rec;
+  Counters counters;
+  StreamSettings settings = Settings(true);
+  settings.vad_settings.hangover_ms = 50;
+  StreamSession s(settings, decoder, Energy(), 60 * kRate, counters, rec.Sink(), [] { return false; });
+  Push(s, Audio(4.0, {{1.0, 2.0}, {2.1, 3.0}}), 12800);
+  ASSERT_TRUE(s.Finish().ok());
+  EXPECT_EQ(Only(rec.lines(), "speech_"), std::vector<std::string>({"speech_started u0 @1.000", "speech_ended u0 @2.000",
+                                                                    "speech_started u1 @2.100", "speech_ended u1 @3.000"}));
+  // 0.8-2.05 s (pre-roll, speech, post-roll), then 2.05-3.05 s.
+  EXPECT_EQ(Only(rec.lines(), "final"), std::vector<std::string>({
+                                            "final u0 1.000-2.000 'heard 20000' seg 1.300-1.800",
+                                            "final u1 2.100-3.000 'heard 16000' seg 2.550-3.050",
+                                        }));
 }

@@ -19,6 +19,9 @@ int main(int argc, char** argv) {
   flags.add({"queue-max", "JOTA_WHISPER_QUEUE_MAX", "8", "streams waiting before RESOURCE_EXHAUSTED", false, IntRange{0, 10000}});
   flags.add({"max-audio-s", "JOTA_WHISPER_MAX_AUDIO_S", "3600", "longest stream or file, in seconds (longer: OUT_OF_RANGE)",
              false, IntRange{1, 86400}});
+  flags.add({"stream-idle-s", "JOTA_WHISPER_STREAM_IDLE_S", "60",
+             "a stream that sends no message for this long ends DEADLINE_EXCEEDED, freeing its decoder (0 = no limit)",
+             false, IntRange{0, 86400}});
   flags.add({"no-fallback", "JOTA_WHISPER_NO_FALLBACK", "",
              "decode each utterance once, without whisper's temperature fallback (faster, bounded; whisper-cli -nf)", true});
   flags.add({"vad-model", "JOTA_WHISPER_VAD_MODEL", "",
@@ -41,6 +44,7 @@ int main(int argc, char** argv) {
   config.max_audio_s = flags.integer("max-audio-s");
   config.temperature_fallback = !flags.boolean("no-fallback");
   config.vad_model = flags.str("vad-model");
+  config.stream_idle_s = flags.integer("stream-idle-s");
   transcription::TranscriptionService service(BearerAuth(flags.str("token")), config);
 
   EngineServer server(flags, {"jota.v1.Transcription"});

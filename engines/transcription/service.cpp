@@ -1,7 +1,13 @@
 #include "service.h"
 
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
 #include <filesystem>
 #include <mutex>
+#include <thread>
+
+#include <grpc/grpc.h>
 
 #include "build_info.h"
 #include "log.h"
@@ -12,7 +18,140 @@ namespace jota::transcription {
 
 namespace {
 constexpr int64_t kRate = kWhisperRate;
+// How long work in progress may go on after SIGTERM. EngineServer
+// (common/runtime.cpp) then gives calls 5 s before it cancels them; unary
+// calls finish inside that, streams before it starts (see Stop()).
+constexpr auto kShutdownFlush = std::chrono::seconds(3);
+// Stop() waits this much longer for streams to end: whisper.cpp notices an
+// abort between graph nodes, which can take a while on a loaded machine.
+constexpr auto kShutdownStreamsMargin = std::chrono::seconds(1);
+// Messages read ahead of the session: the socket stays busy while it works,
+// and a client that sends faster than that soon meets flow control.
+constexpr size_t kReadAhead = 4;
+
+using ServerStream = grpc::ServerReaderWriter<jota::v1::TranscriptEvent, jota::v1::AudioIn>;
+
+grpc::Status Unavailable(const std::string& what) {
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE, "the engine is shutting down: " + what);
+}
+
+std::string SecondsText(int64_t samples) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f", static_cast<double>(samples) / kRate);
+  return buf;
+}
 }  // namespace
+
+// The sync API's Read() blocks with no timeout and nothing can wake it but a
+// cancel. So a thread of its own reads the client's messages, and the
+// handler waits on them with the idle limit and shutdown in view. A handler
+// may not return while another thread is inside Read() on its stream: End()
+// ends such a read with a cancel that carries the call's status, which the
+// client receives as that status.
+class StreamInbox {
+ public:
+  enum class Next { kMessage, kEnd, kIdle, kStopping };
+
+  StreamInbox(grpc::ServerContext* ctx, ServerStream* stream, int idle_s)
+      : ctx_(ctx), stream_(stream), idle_(idle_s), idle_from_(std::chrono::steady_clock::now()) {
+    reader_ = std::thread([this] { ReadLoop(); });
+  }
+  ~StreamInbox() {
+    if (reader_.joinable()) End(grpc::Status(grpc::StatusCode::CANCELLED, "the stream ended"));
+  }
+
+  // kEnd: the client half-closed or the call is cancelled (ctx->IsCancelled()
+  // tells). kIdle: the client sent nothing for the idle limit while the
+  // engine was ready to read. kStopping: Wake() (the engine shuts down).
+  Next Wait(jota::v1::AudioIn* out) {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      // Before the queue: a client that sends faster than real time always
+      // has a message waiting, and must still learn of a shutdown.
+      if (stopping_) return Next::kStopping;
+      if (!queue_.empty()) {
+        *out = std::move(queue_.front());
+        queue_.pop_front();
+        room_.notify_one();
+        return Next::kMessage;
+      }
+      if (ended_) return Next::kEnd;
+      // Only time spent waiting in Read() counts: while the reader waits for
+      // room, the engine is behind, not the client.
+      if (idle_.count() > 0 && reading_) {
+        const auto due = std::max(read_since_, idle_from_) + idle_;
+        if (std::chrono::steady_clock::now() >= due) return Next::kIdle;
+        arrived_.wait_until(lock, due);
+      } else {
+        arrived_.wait(lock);
+      }
+    }
+  }
+
+  // Time spent waiting for a decoder is not the client's idleness.
+  void RestartIdleClock() {
+    std::lock_guard<std::mutex> lock(mu_);
+    idle_from_ = std::chrono::steady_clock::now();
+  }
+
+  void Wake() {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    arrived_.notify_all();
+  }
+
+  // Stops the reader; `st` is what the client gets should a read still be
+  // pending (the handler's own return value is moot once the call is cancelled).
+  void End(const grpc::Status& st) {
+    bool in_read;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+      in_read = reading_;
+    }
+    room_.notify_all();
+    if (in_read && !st.ok())
+      grpc_call_cancel_with_status(ctx_->c_call(), static_cast<grpc_status_code>(st.error_code()),
+                                   st.error_message().c_str(), nullptr);
+    else if (in_read)
+      ctx_->TryCancel();
+    reader_.join();
+  }
+
+ private:
+  void ReadLoop() {
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        room_.wait(lock, [&] { return stop_ || queue_.size() < kReadAhead; });
+        if (stop_) return;
+        reading_ = true;  // from here on End() must cancel to wake us
+        read_since_ = std::chrono::steady_clock::now();
+      }
+      arrived_.notify_all();  // the idle clock runs from now
+      jota::v1::AudioIn msg;
+      const bool ok = stream_->Read(&msg);
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        reading_ = false;
+        if (ok) queue_.push_back(std::move(msg));
+        else ended_ = true;
+      }
+      arrived_.notify_all();
+      if (!ok) return;
+    }
+  }
+
+  grpc::ServerContext* const ctx_;
+  ServerStream* const stream_;
+  const std::chrono::seconds idle_;
+  std::mutex mu_;
+  std::condition_variable arrived_, room_;
+  std::deque<jota::v1::AudioIn> queue_;
+  bool reading_ = false, ended_ = false, stop_ = false, stopping_ = false;
+  std::chrono::steady_clock::time_point read_since_{}, idle_from_;
+  std::thread reader_;
+};
 
 TranscriptionService::TranscriptionService(BearerAuth auth, EngineConfig config)
     : auth_(std::move(auth)), config_(std::move(config)) {}
@@ -27,8 +166,22 @@ void TranscriptionService::SetModel(std::unique_ptr<LoadedModel> model) {
 }
 
 void TranscriptionService::Stop() {
+  flush_deadline_.store((std::chrono::steady_clock::now() + kShutdownFlush).time_since_epoch().count());
   stopping_.store(true);
   if (ready_.load()) pool_->Shutdown();
+  // Waits for the open streams to end before EngineServer's Shutdown() starts:
+  // a stream still reading ends with a cancel that carries its status, and
+  // once a shutting-down server has no call left it drops the connections,
+  // status and all, before that status is written (the client would see
+  // "Connection dropped" instead of UNAVAILABLE and its reason).
+  std::unique_lock<std::mutex> lock(streams_mu_);
+  for (StreamInbox* s : streams_) s->Wake();
+  streams_done_.wait_until(lock, std::chrono::steady_clock::now() + kShutdownFlush + kShutdownStreamsMargin,
+                           [&] { return streams_.empty(); });
+}
+
+bool TranscriptionService::FlushOver() const {
+  return stopping_.load() && std::chrono::steady_clock::now().time_since_epoch().count() >= flush_deadline_.load();
 }
 
 grpc::Status TranscriptionService::Admit(const grpc::ServerContext& ctx) const {
@@ -104,9 +257,11 @@ grpc::Status TranscriptionService::DoTranscribe(grpc::ServerContext* ctx, const 
   ++counters_.files;
   counters_.audio_samples += pcm.size();
   const DecodeResult r =
-      (*lease)->decoder().Decode(pcm, settings.decode, [this, ctx] { return ctx->IsCancelled() || stopping_.load(); });
+      (*lease)->decoder().Decode(pcm, settings.decode, [this, ctx] { return ctx->IsCancelled() || FlushOver(); });
   if (!r.ok) {
-    if (r.aborted) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled while decoding");
+    if (r.aborted && ctx->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled while decoding");
+    // Not CANCELLED: the client did not give up, and may send the file again elsewhere.
+    if (r.aborted) return Unavailable("the file was not finished in time; send it to another engine");
     return grpc::Status(grpc::StatusCode::INTERNAL, r.error);
   }
   res->set_text(r.text);
@@ -120,26 +275,49 @@ grpc::Status TranscriptionService::DoTranscribe(grpc::ServerContext* ctx, const 
   return grpc::Status::OK;
 }
 
-grpc::Status TranscriptionService::Stream(
-    grpc::ServerContext* ctx, grpc::ServerReaderWriter<jota::v1::TranscriptEvent, jota::v1::AudioIn>* stream) {
+grpc::Status TranscriptionService::Stream(grpc::ServerContext* ctx, ServerStream* stream) {
+  if (grpc::Status st = Admit(*ctx); !st.ok()) return Count(st);
+  StreamInbox inbox(ctx, stream, config_.stream_idle_s);
+  {
+    std::lock_guard<std::mutex> lock(streams_mu_);
+    streams_.insert(&inbox);
+    if (stopping_.load()) inbox.Wake();  // Stop() ran before we were listed
+  }
   std::unique_ptr<DecoderPool::Lease> lease;
-  return Count(DoStream(ctx, stream, &lease));
+  grpc::Status st = Count(DoStream(ctx, stream, inbox, &lease));
+  inbox.End(st);
+  {
+    std::lock_guard<std::mutex> lock(streams_mu_);
+    streams_.erase(&inbox);
+  }
+  streams_done_.notify_all();
+  return st;
 }
 
-grpc::Status TranscriptionService::DoStream(
-    grpc::ServerContext* ctx, grpc::ServerReaderWriter<jota::v1::TranscriptEvent, jota::v1::AudioIn>* stream,
-    std::unique_ptr<DecoderPool::Lease>* lease) {
-  if (grpc::Status st = Admit(*ctx); !st.ok()) return st;
+grpc::Status TranscriptionService::DoStream(grpc::ServerContext* ctx, ServerStream* stream, StreamInbox& inbox,
+                                            std::unique_ptr<DecoderPool::Lease>* lease) {
+  const grpc::Status cancelled(grpc::StatusCode::CANCELLED, "the client cancelled the stream");
+  const std::string idle_limit = std::to_string(config_.stream_idle_s) + " s (--stream-idle-s)";
   jota::v1::AudioIn in;
-  if (!stream->Read(&in)) {
-    if (ctx->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled before the config");
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the stream ended before its config message");
+  switch (inbox.Wait(&in)) {
+    case StreamInbox::Next::kMessage: break;
+    case StreamInbox::Next::kEnd:
+      if (ctx->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled before the config");
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the stream ended before its config message");
+    case StreamInbox::Next::kIdle:
+      return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "no config message within " + idle_limit);
+    case StreamInbox::Next::kStopping: return Unavailable("the stream was not started");
   }
   if (in.msg_case() != jota::v1::AudioIn::kConfig)
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the first message must be `config`; audio comes after it");
   StreamSettings settings;
   if (grpc::Status st = BuildStreamSettings(in.config(), model_->multilingual, &settings); !st.ok()) return st;
 
+  if (grpc::Status st = pool_->Acquire([ctx] { return ctx->IsCancelled(); }, lease); !st.ok()) return st;
+  ++counters_.streams;
+  inbox.RestartIdleClock();
+
+  // Only once admitted: a stream refused RESOURCE_EXHAUSTED never pays for a load.
   std::unique_ptr<SpeechClassifier> classifier;
   if (settings.vad) {
     if (config_.vad_model.empty()) {
@@ -151,9 +329,6 @@ grpc::Status TranscriptionService::DoStream(
     }
   }
 
-  if (grpc::Status st = pool_->Acquire([ctx] { return ctx->IsCancelled(); }, lease); !st.ok()) return st;
-  ++counters_.streams;
-
   std::mutex write_mu;  // the session writes from its decode thread too
   StreamSession session(
       std::move(settings), (*lease)->decoder(), std::move(classifier),
@@ -162,24 +337,42 @@ grpc::Status TranscriptionService::DoStream(
         std::lock_guard<std::mutex> lock(write_mu);
         return stream->Write(e);
       },
-      [this, ctx] { return ctx->IsCancelled() || stopping_.load(); });
-  while (stream->Read(&in)) {
+      [this, ctx] { return ctx->IsCancelled() || FlushOver(); });
+  for (bool reading = true; reading;) {
     grpc::Status st;
-    switch (in.msg_case()) {
-      case jota::v1::AudioIn::kAudio: st = session.PushAudio(in.audio()); break;
-      case jota::v1::AudioIn::kConfig:
-        st = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "config may only be sent once, as the first message");
+    switch (inbox.Wait(&in)) {
+      case StreamInbox::Next::kMessage:
+        switch (in.msg_case()) {
+          case jota::v1::AudioIn::kAudio: st = session.PushAudio(in.audio()); break;
+          case jota::v1::AudioIn::kConfig:
+            st = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "config may only be sent once, as the first message");
+            break;
+          case jota::v1::AudioIn::MSG_NOT_SET:
+            st = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "a message with neither config nor audio");
+            break;
+        }
         break;
-      case jota::v1::AudioIn::MSG_NOT_SET:
-        st = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "a message with neither config nor audio");
+      case StreamInbox::Next::kEnd: reading = false; break;
+      case StreamInbox::Next::kIdle:
+        st = grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "no message for " + idle_limit + "; the stream was closed");
         break;
+      case StreamInbox::Next::kStopping: {
+        // What came in is flushed into finals, but the call still ends
+        // UNAVAILABLE: the client's audio from here on was never read, so
+        // the transcript is not complete, and the rest belongs on another engine.
+        grpc::Status flushed = session.Finish();
+        if (ctx->IsCancelled()) return cancelled;
+        if (!flushed.ok()) return flushed;
+        const std::string received = SecondsText(session.samples_received());
+        if (!session.flushed()) return Unavailable("the stream was cut off before the finals of its first " + received + " s were sent");
+        return Unavailable("the stream's first " + received + " s were transcribed, the rest was not read");
+      }
     }
     if (!st.ok()) {
       session.Cancel();
       return st;
     }
   }
-  const grpc::Status cancelled(grpc::StatusCode::CANCELLED, "the client cancelled the stream");
   if (ctx->IsCancelled()) {
     session.Cancel();
     return cancelled;
@@ -187,7 +380,13 @@ grpc::Status TranscriptionService::DoStream(
   // A cancel can end Read() a moment (~0.3 ms) before IsCancelled() says so:
   // the flush's decode polls it (and stops at a failed write).
   grpc::Status st = session.Finish();
-  return ctx->IsCancelled() ? cancelled : st;
+  if (ctx->IsCancelled()) return cancelled;
+  // The client half-closed, but the engine shut down before the flush ended:
+  // not OK, or the client would take the transcript for complete.
+  if (st.ok() && !session.flushed() && stopping_.load())
+    return Unavailable("the stream was cut off before the finals of its " + SecondsText(session.samples_received()) +
+                       " s were sent");
+  return st;
 }
 
 }  // namespace jota::transcription

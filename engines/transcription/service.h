@@ -4,7 +4,11 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
 
 #include "auth.h"
@@ -22,14 +26,21 @@ struct EngineConfig {
   int max_audio_s = 3600;         // longest stream or file
   bool temperature_fallback = true;
   std::string vad_model;          // Silero VAD (ggml); "" = the energy detector
+  int stream_idle_s = 60;         // a stream that sends nothing this long ends DEADLINE_EXCEEDED; 0 = no limit
 };
+
+class StreamInbox;
 
 class TranscriptionService final : public jota::v1::Transcription::Service {
  public:
   TranscriptionService(BearerAuth auth, EngineConfig config);
   // Called once, from the loader thread; the service answers UNAVAILABLE before.
   void SetModel(std::unique_ptr<LoadedModel> model);
-  // Shutdown: queued requests fail with UNAVAILABLE and running files stop.
+  // Shutdown: queued requests fail with UNAVAILABLE at once. Open streams
+  // stop reading and flush what they received into finals; streams and
+  // files get a few seconds (kShutdownFlush) to finish, and every call that
+  // did not see its work through ends UNAVAILABLE (retry elsewhere).
+  // Returns once the streams have ended (or a little after that time).
   void Stop();
 
   grpc::Status Info(grpc::ServerContext* ctx, const jota::v1::TranscriptionInfoRequest* req,
@@ -47,13 +58,19 @@ class TranscriptionService final : public jota::v1::Transcription::Service {
                             jota::v1::TranscribeResponse* res, std::unique_ptr<DecoderPool::Lease>* lease);
   grpc::Status DoStream(grpc::ServerContext* ctx,
                         grpc::ServerReaderWriter<jota::v1::TranscriptEvent, jota::v1::AudioIn>* stream,
-                        std::unique_ptr<DecoderPool::Lease>* lease);
+                        StreamInbox& inbox, std::unique_ptr<DecoderPool::Lease>* lease);
   grpc::Status Count(grpc::Status st);  // tallies failures in the counters
+  // Shutting down, and the time work in progress had to finish is over.
+  bool FlushOver() const;
 
   BearerAuth auth_;
   EngineConfig config_;
   std::atomic<bool> ready_{false};
   std::atomic<bool> stopping_{false};
+  std::atomic<std::chrono::steady_clock::rep> flush_deadline_{0};  // set before stopping_
+  std::mutex streams_mu_;
+  std::condition_variable streams_done_;
+  std::set<StreamInbox*> streams_;  // open streams, woken by Stop()
   std::unique_ptr<LoadedModel> model_;
   std::unique_ptr<DecoderPool> pool_;
   Counters counters_;

@@ -33,6 +33,9 @@ StreamSession::StreamSession(StreamSettings settings, Decoder& decoder, std::uni
       gone_(std::move(gone)),
       max_samples_(max_samples),
       pre_roll_(settings_.vad ? MsToSamples(settings_.vad_settings.pre_roll_ms) : 0),
+      // The next onset comes a hangover after the end at the earliest: a
+      // post-roll no longer than that never reaches into the next utterance.
+      post_roll_(settings_.vad ? std::min(kPostRoll, MsToSamples(settings_.vad_settings.hangover_ms)) : 0),
       partial_interval_(MsToSamples(settings_.partial_interval_ms)),
       converter_(settings_.format) {
   partial_options_ = settings_.decode;
@@ -78,7 +81,9 @@ void StreamSession::OnVadEvent(const VadEvent& e) {
     speech_start_ = e.sample;
     // A cut goes on from where the previous utterance stopped: no pre-roll,
     // or both finals would hold the words around the cut.
-    audio_start_ = e.cut ? e.sample : std::max(buffer_start_, e.sample - pre_roll_);
+    // Nor may the pre-roll reach back into the previous final's audio (a
+    // pre-roll longer than the gap): those words would be decoded twice.
+    audio_start_ = e.cut ? e.sample : std::max({buffer_start_, e.sample - pre_roll_, std::min(last_audio_end_, e.sample)});
     next_partial_at_ = e.sample + partial_interval_;
     out.mutable_speech_started()->set_at_s(Seconds(e.sample));
     out.mutable_speech_started()->set_utterance(utterance_);
@@ -88,7 +93,7 @@ void StreamSession::OnVadEvent(const VadEvent& e) {
   out.mutable_speech_ended()->set_at_s(Seconds(e.sample));
   out.mutable_speech_ended()->set_utterance(utterance_);
   Send(out);
-  PostFinal(e.sample, e.cut ? e.sample : std::min(total_, e.sample + kPostRoll));
+  PostFinal(e.sample, e.cut ? e.sample : std::min(total_, e.sample + post_roll_));
 }
 
 void StreamSession::PostFinal(int64_t speech_end, int64_t audio_end) {
@@ -98,6 +103,7 @@ void StreamSession::PostFinal(int64_t speech_end, int64_t audio_end) {
   job.speech_start = speech_start_;
   job.speech_end = speech_end;
   job.audio = Slice(audio_start_, audio_end);
+  last_audio_end_ = audio_end;
   utterance_open_ = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -204,6 +210,7 @@ void StreamSession::Run() {
       } else if (partial_ && !closing_) {
         job = std::move(*partial_);
       } else {
+        flushed_ = true;
         return;  // closing, every final sent; a pending partial is moot
       }
       partial_.reset();  // a final supersedes the partial of its utterance

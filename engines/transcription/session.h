@@ -50,6 +50,11 @@ class StreamSession {
   // The client went away: stops decoding at once (whisper.cpp's abort callback).
   void Cancel();
 
+  // After Finish(): whether every final went to the sink; false when `gone`
+  // or a failed write cut the flush short.
+  bool flushed() const { return flushed_; }
+  int64_t samples_received() const { return total_; }  // 16 kHz samples
+
  private:
   struct Job {
     bool partial = false;
@@ -77,7 +82,7 @@ class StreamSession {
   EventSink sink_;
   std::function<bool()> gone_;
   const int64_t max_samples_;
-  const int64_t pre_roll_, partial_interval_;  // in samples
+  const int64_t pre_roll_, post_roll_, partial_interval_;  // in samples
   DecodeOptions partial_options_;
   AudioConverter converter_;
   std::optional<VoiceActivityDetector> vad_;
@@ -90,6 +95,7 @@ class StreamSession {
   int utterance_ = 0;
   int64_t audio_start_ = 0;     // of the open utterance, pre-roll included
   int64_t speech_start_ = 0;
+  int64_t last_audio_end_ = 0;  // of the latest final
   int64_t next_partial_at_ = 0;
   std::chrono::steady_clock::time_point next_partial_wall_{};
   std::vector<VadEvent> events_;
@@ -101,6 +107,7 @@ class StreamSession {
   std::optional<Job> partial_;  // at most one, and only while the decoder is idle
   bool busy_ = false;
   bool closing_ = false;
+  bool flushed_ = false;  // written by the decode thread, read after joining it
   std::atomic<bool> aborted_{false};
   // A final is waiting: a partial being decoded is stale, stop it.
   std::atomic<bool> final_waiting_{false};
