@@ -33,7 +33,7 @@ import { oidcManaged } from "../auth/authenticator";
 import { principal } from "../auth/middleware";
 import { DEFAULT_SCOPES } from "../auth/principal";
 import { ApiError } from "../http/errors";
-import { body, idParam, query } from "../http/validate";
+import { body, bodyOrEmpty, idParam, query } from "../http/validate";
 import {
   ApiKeyView,
   DeviceTokenView,
@@ -45,7 +45,6 @@ import {
   NewKeyBody,
   UserView,
   apiKeyView,
-  bodyOrEmpty,
   deviceTokenView,
   deviceView,
   userView,

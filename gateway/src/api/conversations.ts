@@ -12,13 +12,13 @@
 // lose the rows it is about to write its outcome to, and the caller waiting
 // on it would get an answer about nothing. Abort the turn (or wait for it)
 // first.
-import { Router, type Request as HttpRequest } from "express";
+import { Router } from "express";
 import type { Conversation, Message } from "@prisma/client";
 import { z } from "zod";
 import type { GatewayContext } from "../context";
 import { principal } from "../auth/middleware";
 import { ApiError } from "../http/errors";
-import { body, idParam, query } from "../http/validate";
+import { body, bodyOrEmpty, idParam, query } from "../http/validate";
 import { FINAL_STATUSES, Id, PageQuery, Timestamp, iso, mount, pageOf, type RouteSpec } from "./schemas";
 
 export const ConversationView = z
@@ -132,13 +132,6 @@ export const conversationRoutes = {
     responses: { 200: { description: "One page of messages.", schema: pageOf(MessageView) } },
   },
 } satisfies Record<string, RouteSpec>;
-
-/** A POST that carries nothing at all (no body, no content type) is an empty object, not a 415. */
-function bodyOrEmpty<S extends z.ZodType>(req: HttpRequest, schema: S): z.infer<S> {
-  const length = req.headers["content-length"];
-  const none = req.headers["content-type"] === undefined && req.headers["transfer-encoding"] === undefined && (length === undefined || length === "0");
-  return none ? schema.parse({}) : body(req, schema);
-}
 
 export function conversationsRouter(ctx: GatewayContext): Router {
   const r = Router();

@@ -18,7 +18,7 @@
 // disabling the user (admin API).
 //
 // The views of keys, users and devices that the admin API shares live here.
-import { Router, type Request } from "express";
+import { Router } from "express";
 import type { ApiKey, Device, DeviceToken, User } from "@prisma/client";
 import { z } from "zod";
 import type { GatewayContext } from "../context";
@@ -171,13 +171,6 @@ export function deviceTokenView(t: DeviceToken): z.infer<typeof DeviceTokenView>
     expires_at: isoOrNull(t.expiresAt),
     revoked_at: isoOrNull(t.revokedAt),
   };
-}
-
-/** A POST that carries nothing at all (no body, no content type) is an empty object, not a 415. */
-export function bodyOrEmpty<S extends z.ZodType>(req: Request, schema: S): z.infer<S> {
-  const length = req.headers["content-length"];
-  const none = req.headers["content-type"] === undefined && req.headers["transfer-encoding"] === undefined && (length === undefined || length === "0");
-  return none ? schema.parse({}) : body(req, schema);
 }
 
 // ---- routes -------------------------------------------------------------------

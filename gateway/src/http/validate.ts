@@ -28,6 +28,13 @@ export function body<S extends z.ZodType>(req: Request, schema: S): z.infer<S> {
   return check(schema, req.body, "body");
 }
 
+/** A POST that carries nothing at all (no body, no content type) is an empty object, not a 415. */
+export function bodyOrEmpty<S extends z.ZodType>(req: Request, schema: S): z.infer<S> {
+  const length = req.headers["content-length"];
+  const none = req.headers["content-type"] === undefined && req.headers["transfer-encoding"] === undefined && (length === undefined || length === "0");
+  return none ? schema.parse({}) : body(req, schema);
+}
+
 export function query<S extends z.ZodType>(req: Request, schema: S): z.infer<S> {
   return check(schema, req.query, "query");
 }
