@@ -234,6 +234,34 @@ describe("edge gRPC: Converse", function () {
     }
   });
 
+  it("a quiet device holds no engine stream: it is half-closed after the idle limit, and the next audio is heard on a fresh one", async () => {
+    // Idle limit 500 ms here (production: 20 s, under the engine's own --stream-idle-s of 60 s).
+    const edge = await startEdgeServer(t.gw.ctx, "127.0.0.1:0", { idleFlushMs: 500 });
+    const quiet = assistantClient({ grpcAddress: edge.address });
+    const leases = () => t.stack.pool.transcription[0]!.inflight;
+    try {
+      const before = leases();
+      const run = converse(quiet, auth(alice.key)).config({ deviceId: "wake-word-satellite" });
+      await until("the session's engine stream to open", () => leases() === before + 1, 10_000);
+      // Waiting for its wake word, the device sends nothing: its decoder goes back to the engine.
+      await until("the quiet session's engine stream to be released", () => leases() === before, 5_000);
+      assert.equal(run.events.length, 0, summary(run.events));
+
+      await run.audio(clip);
+      run.endOfAudio();
+      await run.waitFor("the turn's reply_end", (e) => e.$case === "replyEnd");
+      run.end();
+      const ended = await run.done;
+      assert.equal(ended.code, status.OK, `${ended.details}; ${summary(run.events)}`);
+      const expected = (await engineFinals(t, {}, [clip])).map(heard);
+      assert.deepEqual(finalsOf(run.events).map(heard), expected, "heard as the engine hears the clip alone");
+      assert.equal(leases(), before);
+    } finally {
+      quiet.close();
+      await edge.close();
+    }
+  });
+
   it("cancelling the stream aborts the running turn: ABORTED, partial reply stored", async () => {
     const run = converse(client, auth(alice.key)).config({ deviceId: "cancel-me" });
     await run.audio(clip);

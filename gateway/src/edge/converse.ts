@@ -46,6 +46,7 @@ export interface ConverseDeps {
   log: Logger;
   partialIntervalMs: number;
   rotateAfterS: number;
+  idleFlushMs?: number;
 }
 
 type Call = ServerDuplexStream<ConverseIn, ConverseOut>;
@@ -142,7 +143,7 @@ export class ConverseSession {
     const deviceKey = devices.key(this.p, s.deviceId);
     this.ownKey = deviceKey === undefined;
     this.deviceKey = deviceKey ?? `${this.p.userId}/stream/${this.id}`;
-    const speech = new SpeechInput(ctx.stack.pool, s, { requestId: this.id, partialIntervalMs: this.deps.partialIntervalMs, rotateAfterS: this.deps.rotateAfterS }, this.log);
+    const speech = new SpeechInput(ctx.stack.pool, s, { requestId: this.id, partialIntervalMs: this.deps.partialIntervalMs, rotateAfterS: this.deps.rotateAfterS, idleFlushMs: this.deps.idleFlushMs }, this.log);
     speech.start();
     this.speech = speech;
     this.transcripts = this.readSpeech(speech).catch((err) => this.fail(err));

@@ -35,6 +35,8 @@ export interface EdgeOptions {
   partialIntervalMs?: number;
   /** Audio on one engine stream before it is replaced by a fresh one at a pause (default 1800 s; engines take at most --max-audio-s). */
   rotateAfterS?: number;
+  /** A quiet device's engine stream is half-closed after this long without audio, freeing the decoder (default 20000 ms; under the engines' --stream-idle-s). */
+  idleFlushMs?: number;
   /** How long close() lets calls end by themselves before cutting them (default 5000 ms). */
   shutdownGraceMs?: number;
 }
@@ -67,7 +69,7 @@ export async function startEdgeServer(ctx: GatewayContext, address: string, opts
           }
           // JOTA_MAX_STREAMS counts streaming turns: each turn of the session takes a slot while it runs, the idle session none.
           const session = new ConverseSession(
-            { ctx, devices, log, partialIntervalMs: opts.partialIntervalMs ?? 1000, rotateAfterS: opts.rotateAfterS ?? 1800 },
+            { ctx, devices, log, partialIntervalMs: opts.partialIntervalMs ?? 1000, rotateAfterS: opts.rotateAfterS ?? 1800, idleFlushMs: opts.idleFlushMs },
             call,
             p,
           );

@@ -10,6 +10,13 @@
 // events wait until the earlier one has sent its last final), and times are
 // shifted by the audio that went before, so start_s / end_s count from the
 // start of the device's stream.
+//
+// A device that goes quiet (a satellite waiting for its wake word sends
+// nothing) has its engine stream half-closed after `idleFlushMs` without
+// audio: the engine sends what is left as finals and frees its decoder for
+// other devices, and the next audio opens a fresh stream. Left open, the
+// engine would end it itself (--stream-idle-s, default 60 s), dropping what
+// it had not flushed.
 import type { ClientDuplexStream, StatusObject } from "@grpc/grpc-js";
 import { status } from "@grpc/grpc-js";
 import type { EngineLease, EnginePool, Logger, TranscriptionEngineClient } from "@jota/control-plane";
@@ -30,6 +37,8 @@ export interface SpeechOptions {
   requestId: string;
   partialIntervalMs: number;
   rotateAfterS: number;
+  /** Half-close the engine stream after this long without audio (default 20000; keep it under the engines' --stream-idle-s). */
+  idleFlushMs?: number;
 }
 
 interface EngineStream {
@@ -54,6 +63,8 @@ export class SpeechInput {
   private totalS = 0;
   private ended = false;
   private wake: (() => void) | undefined;
+  private lastAudio = 0;
+  private idleTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly pool: EnginePool,
@@ -93,7 +104,23 @@ export class SpeechInput {
     call.write({ msg: { $case: "config", value: engineStreamConfig(this.settings, this.opts.requestId, this.opts.partialIntervalMs) } });
     this.streams.push(s);
     this.notify();
+    this.lastAudio = performance.now();
+    this.watchIdle();
     return s;
+  }
+
+  /** One timer per open stream, re-armed from the last audio (a timer per chunk would cost every chunk). */
+  private watchIdle() {
+    const limit = this.opts.idleFlushMs ?? 20_000;
+    if (this.idleTimer || limit <= 0) return;
+    const check = () => {
+      this.idleTimer = undefined;
+      if (this.ended || !this.current) return;
+      const quiet = performance.now() - this.lastAudio;
+      if (quiet >= limit) this.flush();
+      else this.idleTimer = setTimeout(check, limit - quiet);
+    };
+    this.idleTimer = setTimeout(check, limit);
   }
 
   /** Writes one checked chunk; resolves when the engine can take more (backpressure reaches the device). */
@@ -102,6 +129,7 @@ export class SpeechInput {
     const cur = this.current;
     if (cur && cur.audioS >= this.opts.rotateAfterS && !cur.speaking) this.flush();
     const s = (this.current ??= this.open());
+    this.lastAudio = performance.now();
     const seconds = chunk.length / this.settings.bytesPerFrame / this.settings.sampleRate;
     s.audioS += seconds;
     this.totalS += seconds;
@@ -113,6 +141,8 @@ export class SpeechInput {
   flush(): void {
     const s = this.current;
     this.current = undefined;
+    clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
     if (s && !s.halfClosed) {
       s.halfClosed = true;
       s.call.end();
@@ -130,6 +160,8 @@ export class SpeechInput {
   cancel(): void {
     this.ended = true;
     this.current = undefined;
+    clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
     for (const s of this.streams) s.call.cancel();
     this.notify();
   }
