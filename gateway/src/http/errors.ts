@@ -116,13 +116,16 @@ export function toApiError(err: unknown): ApiError {
       return new ApiError(400, "validation_error", "the request body was not received whole");
   }
   const status = typeof h?.status === "number" ? h.status : typeof h?.statusCode === "number" ? h.statusCode : undefined;
-  if (status !== undefined && status >= 400 && status < 500) {
+  // Only http-errors' own (body-parser, raw-body: `expose` set) are the
+  // client's fault: another library's 4xx (the Qdrant client's 401 for a bad
+  // QDRANT_API_KEY) is the server's problem, a 500.
+  if (status !== undefined && status >= 400 && status < 500 && h.expose === true) {
     if (typeof h.code === "string" && DECOMPRESSION_CODE.test(h.code))
       return new ApiError(400, "invalid_encoding", "the request body is not encoded as its Content-Encoding says", {
         reason: (err as Error).message,
       });
     // A client error from a library we did not map (http-errors marks those safe to show with `expose`).
-    const message = h.expose && err instanceof Error && err.message ? err.message : "the request cannot be served as sent";
+    const message = err instanceof Error && err.message ? err.message : "the request cannot be served as sent";
     return new ApiError(status, CODE_BY_STATUS[status] ?? "invalid_request", message);
   }
   return new ApiError(500, "internal_error", "internal error");
