@@ -249,7 +249,9 @@ export class ConverseSession {
         if (code === status.UNAUTHENTICATED || code === status.PERMISSION_DENIED) return this.fail(err);
         throw err;
       }
-      if (this.ended || ac.signal.aborted) return;
+      // A barge-in during the check still starts the turn (it is aborted at
+      // once, the user message kept): returning here would drop what was said.
+      if (this.ended) return;
       const turn = await startDeviceTurn(ctx, devices, this.p, { key: this.deviceKey, conversationId: this.explicitConversation }, text, ac.signal);
       cur.handle = turn.handle;
       const abort = () => turn.handle.abort((ac.signal.reason as Error)?.message);
