@@ -27,6 +27,7 @@ import {
 } from "@jota/control-plane";
 import { runWorker } from "@jota/control-plane/worker";
 import { z } from "zod";
+import { oidcManaged } from "./auth/authenticator";
 import { ALL_SCOPES, DEFAULT_SCOPES } from "./auth/principal";
 import { DeviceKind, Username } from "./api/admin";
 import { Name, Scopes } from "./api/keys";
@@ -131,6 +132,8 @@ const COMMANDS: Record<string, Command> = {
       return async (db, io) => {
         const u = await userNamed(db, username);
         if (scopes.includes("admin") && u.role !== "ADMIN") throw new UsageError(`--scopes: 'admin' is only for keys of ADMIN users; ${u.username} is a USER`);
+        if (scopes.includes("admin") && oidcManaged(u.username))
+          throw new UsageError(`--scopes: 'admin' is not given to keys of OIDC users: ${u.username}'s admin role comes from the identity provider with each token`);
         const { key, secret } = await db.repos.apiKeys.create(u.id, { name, scopes });
         io.err(`API key ${key.id} ("${key.name}") for ${u.username}, scopes ${scopes.join(",")}. It is shown only now: store it.\n`);
         io.out(`${secret}\n`);
