@@ -67,8 +67,10 @@ class StreamInbox {
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
       // Before the queue: a client that sends faster than real time always
-      // has a message waiting, and must still learn of a shutdown.
-      if (stopping_) return Next::kStopping;
+      // has a message waiting, and must still learn of a shutdown. One that
+      // has half-closed sent all it will: what is queued is drained and
+      // flushed into finals like any end.
+      if (stopping_ && !ended_) return Next::kStopping;
       if (!queue_.empty()) {
         *out = std::move(queue_.front());
         queue_.pop_front();
@@ -278,19 +280,28 @@ grpc::Status TranscriptionService::DoTranscribe(grpc::ServerContext* ctx, const 
 grpc::Status TranscriptionService::Stream(grpc::ServerContext* ctx, ServerStream* stream) {
   if (grpc::Status st = Admit(*ctx); !st.ok()) return Count(st);
   StreamInbox inbox(ctx, stream, config_.stream_idle_s);
+  // Unlisted however the handler leaves (a throw included), before the inbox
+  // is destroyed: Stop() must never wake freed memory.
+  struct Listed {
+    TranscriptionService* service;
+    StreamInbox* inbox;
+    ~Listed() {
+      {
+        std::lock_guard<std::mutex> lock(service->streams_mu_);
+        service->streams_.erase(inbox);
+      }
+      service->streams_done_.notify_all();
+    }
+  };
   {
     std::lock_guard<std::mutex> lock(streams_mu_);
     streams_.insert(&inbox);
     if (stopping_.load()) inbox.Wake();  // Stop() ran before we were listed
   }
+  Listed listed{this, &inbox};
   std::unique_ptr<DecoderPool::Lease> lease;
   grpc::Status st = Count(DoStream(ctx, stream, inbox, &lease));
   inbox.End(st);
-  {
-    std::lock_guard<std::mutex> lock(streams_mu_);
-    streams_.erase(&inbox);
-  }
-  streams_done_.notify_all();
   return st;
 }
 
