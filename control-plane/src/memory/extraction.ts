@@ -7,14 +7,14 @@
 // which messages have been read.
 //
 // Only the newest 20 messages after the cursor are read, and the cursor moves
-// past them only once what the model extracted from them is stored: a
-// failure or a crash anywhere before (the search, the model, a memory write)
-// leaves them to the retry. A retry after a partial apply may apply an
-// operation again, which is harmless: an ADD of a remembered text is the same
-// memory, an UPDATE to the same text or a DELETE of an erased memory changes
-// nothing. Two extractions over the same messages at once are kept apart by
-// the cursor too: the one that finds it moved before applying applies
-// nothing. The model's output is never trusted beyond its
+// past them only once the model has answered, just before its operations are
+// applied: a failure or a crash before (the search, the model) leaves them to
+// the retry, and an apply that fails (a memory write) gives them back. A
+// retry after a partial apply may apply an operation again, which is
+// harmless: an ADD of a remembered text is the same memory, an UPDATE to the
+// same text or a DELETE of an erased memory changes nothing. Moving the
+// cursor is a compare-and-set, so of two extractions over the same messages
+// at once only one applies anything. The model's output is never trusted beyond its
 // shape: the schema bounds it (at most 5 operations, 160 characters a fact),
 // numbers that name no shown memory are ignored, facts are cleaned and
 // deduplicated like any memory. An output cut short or not parseable applies
@@ -211,17 +211,18 @@ export async function extractMemories(deps: ExtractionDeps, job: ExtractionJob, 
     }
   if (result.invalidOutput) deps.logger.warn("memory extraction output unusable; nothing applied", { conversationId: job.conversationId, reason: result.invalidOutput });
   const requestId = [...said].reverse().find((m) => m.role === "USER")?.requestId ?? undefined;
-  // Another extraction stored what it found in these messages while the model ran here: applying this
-  // one's too would store the same facts twice, in other words.
-  let now;
+  // Claimed only now, with the model's answer in hand: a failed or crashed
+  // model run leaves the messages to the next extraction. The claim is a
+  // compare-and-set, so of two extractions over the same messages (jobs of
+  // two requests, on two workers) only one applies what it found; the other
+  // would store the same facts again in other words.
+  if (!(await markRead())) return { ...result, read: 0, skipped: "another extraction read these messages, or the conversation was deleted" };
   try {
-    now = await repos.conversations.get(job.userId, job.conversationId);
+    Object.assign(result, await applyOperations(memories, { userId: job.userId, conversationId: job.conversationId, requestId }, shownFor(out.used), ops, signal));
   } catch (err) {
-    if (err instanceof NotFoundError) return { ...result, read: 0, skipped: "the conversation was deleted" };
+    // Given back for the retry (adding a memory twice finds the first one).
+    await repos.conversations.advanceMemories(job.userId, job.conversationId, last.id, cursor).catch(() => {});
     throw err;
   }
-  if (now.memoriesThroughId !== cursor) return { ...result, read: 0, skipped: "another extraction read these messages" };
-  Object.assign(result, await applyOperations(memories, { userId: job.userId, conversationId: job.conversationId, requestId }, shownFor(out.used), ops, signal));
-  if (!(await markRead())) deps.logger.warn("another memory extraction read the same messages at once", { conversationId: job.conversationId });
   return result;
 }
