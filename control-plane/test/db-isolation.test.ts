@@ -133,6 +133,14 @@ const CASES: Record<string, Record<string, [Outcome, (r: Repositories, intruder:
         return [];
       },
     ],
+    // The intruder's own row of that source may move; the victim's must not.
+    movedTo: [
+      "empty",
+      async (r, i) => {
+        await r.documents.movedTo(i, "notes.md", "c", "c3");
+        return [];
+      },
+    ],
     get: ["not found", (r, i, v) => r.documents.get(i, v.documentId)],
     bySource: ["empty", async (r, i) => ((await r.documents.bySource(i, "notes.md"))?.userId === i ? [] : ["another user's row"])],
     list: ["empty", async (r, i) => (await r.documents.list(i)).items.filter((d) => d.userId !== i)],
@@ -173,7 +181,7 @@ const UNSCOPED: Record<string, string[]> = {
   devices: ["authenticate"],
   // The nightly upkeep's, across users by design (memory/upkeep.ts).
   requests: ["pruneFinishedBefore", "failInFlight"],
-  documents: ["pruneErasedBefore"],
+  documents: ["pruneErasedBefore", "inOtherCollection"],
   memories: ["notIn", "usersWithMemories"],
 };
 

@@ -328,6 +328,40 @@ describeStores("vector store", (fx) => {
     });
   });
 
+  describe("list by source", () => {
+    it("gives that user's points from that source with their payloads, page by page, each once", async () => {
+      const r = rng(41);
+      const mine = Array.from({ length: 7 }, (_, i) =>
+        point(`doc#${i}`, randomVector(r), { kind: "document", source: "doc", title: "Doc", text: `chunk ${i}`, chunk: i, tags: ["t"], language: "en" }),
+      );
+      await store.upsert(c.name, [
+        ...mine,
+        point("other#0", randomVector(r), { source: "other" }),
+        point("doc#0", randomVector(r), { userId: "bob", kind: "document", source: "doc", text: "bob's" }),
+      ]);
+      const seen: { id: string; payload: MemoryPayload }[] = [];
+      let pages = 0;
+      for (let after: string | undefined; ; pages++) {
+        const page = await store.listBySource("alice", c.name, "doc", { limit: 3, ...(after ? { after } : {}) });
+        assert.ok(page.points.length <= 3, `a page holds at most the limit (${page.points.length})`);
+        seen.push(...page.points);
+        if (!page.next) break;
+        after = page.next;
+      }
+      assert.ok(pages >= 2, `paged (${pages + 1} pages)`);
+      assert.deepEqual(
+        seen.map((p) => p.id).sort(),
+        mine.map((p) => p.id).sort(),
+      );
+      for (const p of seen) assert.deepEqual(p.payload, mine.find((m) => m.id === p.id)!.payload, p.id);
+      assert.ok(seen.every((p) => !("vector" in p)), "no vectors");
+      assert.deepEqual((await store.listBySource("alice", c.name, "nothing")).points, []);
+      assert.deepEqual((await store.listBySource("bob", c.name, "doc")).points.map((p) => p.payload.text), ["bob's"]);
+      await rejectsWith(store.listBySource("alice", "mem_nope_8_00000000", "doc"), UnknownCollectionError, /mem_nope/);
+      await rejectsWith(store.listBySource("alice", c.name, "doc", { limit: 0 }), InvalidVectorInputError, /limit/);
+    });
+  });
+
   describe("errors", () => {
     it("dimension mismatch on upsert names both dimensions, and nothing of the batch is written", async () => {
       const r = rng(41);

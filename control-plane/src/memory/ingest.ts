@@ -297,6 +297,15 @@ function check(cond: unknown, message: string): asserts cond {
 /** The writes under way (or waiting) per key: each runs once those before it have settled. */
 const turns = new Map<string, Promise<unknown>>();
 
+/**
+ * Runs `fn` in the (user, source)'s turn among this process's writes of its
+ * chunks: upkeep's re-embedding of a document (upkeep.ts) takes turns with
+ * its ingestions.
+ */
+export function inSourceTurn<T>(userId: string, source: string, fn: () => Promise<T>): Promise<T> {
+  return inTurn(`${userId}\0${source}`, fn);
+}
+
 async function inTurn<T>(key: string, fn: () => Promise<T>): Promise<T> {
   const before = turns.get(key) ?? Promise.resolve();
   const mine = before.catch(() => {}).then(fn);
@@ -307,6 +316,51 @@ async function inTurn<T>(key: string, fn: () => Promise<T>): Promise<T> {
   } finally {
     if (turns.get(key) === tail) turns.delete(key);
   }
+}
+
+/** What one Embed call gave, as embedBatched takes it. */
+export interface EmbedCall {
+  model: string;
+  dimensions: number;
+  vectors: number[][];
+  /** Tokens embedded, when the caller's Embed reports them. */
+  tokens?: number;
+}
+
+/**
+ * Embeds `texts` in order, `batch` per call of `embed`: ingestion and
+ * upkeep's re-embedding of documents (upkeep.ts) both embed chunks this way.
+ * Every call must give one vector per input, of `dimensions` when given
+ * and of one model throughout: vectors of two models, stored side by side,
+ * would be compared as if they were alike (IngestError otherwise).
+ */
+export async function embedBatched(
+  texts: readonly string[],
+  embed: (inputs: string[]) => Promise<EmbedCall>,
+  opts: { batch: number; dimensions?: number; signal?: AbortSignal; onBatch?: (done: number) => void },
+): Promise<{ model: string; dimensions: number; vectors: number[][]; tokens: number }> {
+  const vectors: number[][] = [];
+  let tokens = 0;
+  let model = "";
+  let dimensions = opts.dimensions;
+  for (let i = 0; i < texts.length; i += opts.batch) {
+    opts.signal?.throwIfAborted();
+    const batch = texts.slice(i, i + opts.batch);
+    const res = await embed(batch);
+    check(
+      res.vectors.length === batch.length && (dimensions === undefined || res.dimensions === dimensions),
+      `ingest: the engine returned ${res.vectors.length} embeddings of ${res.dimensions} dimensions for ${batch.length} inputs` +
+        (dimensions === undefined ? "" : ` (expected ${dimensions} dimensions)`),
+    );
+    check(!model || !res.model || res.model === model, `ingest: the engine's embedding model changed from "${model}" to "${res.model}" between batches`);
+    dimensions = res.dimensions;
+    model = res.model || model;
+    vectors.push(...res.vectors);
+    tokens += res.tokens ?? 0;
+    opts.onBatch?.(vectors.length);
+  }
+  opts.signal?.throwIfAborted();
+  return { model, dimensions: dimensions ?? 0, vectors, tokens };
 }
 
 /** Chunks, embeds and stores one document; see the file's comment. */
@@ -387,24 +441,15 @@ export async function ingestDocument(doc: IngestDocument, opts: IngestOptions): 
   // Chunking is over (packing and overlaps counted too): the phase's last event.
   progress({ phase: "tokenize", done: pieces, total: pieces });
 
-  const vectors: number[][] = [];
-  let tokens = 0;
-  let model = em.name;
-  for (let i = 0; i < chunks.length; i += embedBatch) {
-    signal?.throwIfAborted();
-    const batch = chunks.slice(i, i + embedBatch);
-    const res = await opts.engine.embed({ inputs: batch.map((c) => c.text), normalize: true, requestId: "" }, 300_000);
-    check(
-      res.embeddings.length === batch.length && res.dimensions === em.embeddingSize,
-      `ingest: the engine returned ${res.embeddings.length} embeddings of ${res.dimensions} dimensions for ${batch.length} inputs ` +
-        `(expected ${em.embeddingSize} dimensions)`,
-    );
-    model = res.model || model;
-    for (const e of res.embeddings) vectors.push(e.values);
-    tokens += res.totalTokens;
-    progress({ phase: "embed", done: vectors.length, total: chunks.length });
-  }
-  signal?.throwIfAborted();
+  const { vectors, tokens, model: embeddedBy } = await embedBatched(
+    chunks.map((c) => c.text),
+    async (inputs) => {
+      const res = await opts.engine.embed({ inputs, normalize: true, requestId: "" }, 300_000);
+      return { model: res.model, dimensions: res.dimensions, vectors: res.embeddings.map((e) => e.values), tokens: res.totalTokens };
+    },
+    { batch: embedBatch, dimensions: em.embeddingSize, signal, onBatch: (done) => progress({ phase: "embed", done, total: chunks.length }) },
+  );
+  const model = embeddedBy || em.name;
 
   const collection = await opts.store.ensureCollection(model, em.embeddingSize);
   const points: VectorPoint[] = chunks.map((c, i) => ({
@@ -425,7 +470,7 @@ export async function ingestDocument(doc: IngestDocument, opts: IngestOptions): 
   // Everything the store would refuse is refused now, before the old
   // version is deleted.
   checkPoints(collection, points);
-  const replaced = await inTurn(`${doc.userId}\0${doc.source}`, async () => {
+  const replaced = await inSourceTurn(doc.userId, doc.source, async () => {
     signal?.throwIfAborted();
     if (opts.stillWanted && !(await opts.stillWanted())) throw new SupersededError(doc.source);
     let n = 0;

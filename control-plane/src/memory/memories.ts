@@ -60,7 +60,8 @@ export interface ScoredMemory {
 export type Embed = (texts: string[]) => Promise<Embedded>;
 
 export class Memories {
-  private readonly embed: Embed;
+  /** Embeds on the pool's current embedding model (one call); upkeep re-embeds documents with it too. */
+  readonly embed: Embed;
 
   readonly rows: MemoryRepository;
   /** Erases a forgotten memory's text from the turns that cited it. */
@@ -68,7 +69,8 @@ export class Memories {
 
   constructor(
     repos: Pick<Repositories, "memories" | "requests">,
-    private readonly store: VectorStore,
+    /** Where the vectors are; upkeep moves documents' chunks in it too. */
+    readonly store: VectorStore,
     embed: EnginePool | Embed,
   ) {
     this.rows = repos.memories;

@@ -7,6 +7,9 @@
 //   the engines' current one, get a vector of the current model (and lose
 //   the old one), so retrieval, which queries the current model's
 //   collection, finds them again after a model change;
+// - re-embed-documents: the same for documents: the chunks of READY
+//   documents in another model's collection are embedded again from their
+//   payloads' text and moved to the current one (reembed-documents.ts);
 // - retention: finished requests older than JOTA_RETENTION_DAYS are
 //   deleted (their messages stay), and notes of deleted documents older
 //   than a day (a turn that could still need one ends far sooner);
@@ -21,6 +24,7 @@ import { vacuumEmbedded } from "../db/maintenance";
 import type { Repositories } from "../db/repositories";
 import type { Logger } from "../log";
 import type { Memories } from "./memories";
+import { reembedDocuments } from "./reembed-documents";
 
 /** The cause stored on a request its process never finished. */
 export const INTERRUPTED = "the server stopped while this turn ran; it was never finished";
@@ -37,6 +41,8 @@ export interface UpkeepResult {
   duplicates: number;
   nearDuplicates: number;
   reembedded: number;
+  /** Documents whose chunks were embedded again by the current model and moved to its collection. */
+  documentsReembedded: number;
   requestsPruned: number;
   /** Notes of deleted documents forgotten (DocumentRepository.noteErased). */
   erasedNotesPruned: number;
@@ -53,7 +59,7 @@ export async function runUpkeep(
   opts: UpkeepOptions,
   signal?: AbortSignal,
 ): Promise<UpkeepResult> {
-  const r: UpkeepResult = { users: 0, duplicates: 0, nearDuplicates: 0, reembedded: 0, requestsPruned: 0, staleRequestsFailed: 0, erasedNotesPruned: 0, tablesVacuumed: 0, errors: [] };
+  const r: UpkeepResult = { users: 0, duplicates: 0, nearDuplicates: 0, reembedded: 0, documentsReembedded: 0, requestsPruned: 0, staleRequestsFailed: 0, erasedNotesPruned: 0, tablesVacuumed: 0, errors: [] };
   const step = async (name: string, fn: () => Promise<void>) => {
     signal?.throwIfAborted();
     try {
@@ -80,6 +86,9 @@ export async function runUpkeep(
   });
   await step("reembed", async () => {
     r.reembedded = await deps.memories.reembed(32, signal);
+  });
+  await step("re-embed-documents", async () => {
+    r.documentsReembedded = await reembedDocuments({ documents: deps.repos.documents, store: deps.memories.store, embed: deps.memories.embed }, { signal });
   });
   await step("retention", async () => {
     if (opts.retentionDays <= 0) return;

@@ -55,6 +55,29 @@ export class DocumentRepository {
     return count === 1;
   }
 
+  /**
+   * Upkeep: READY documents whose chunks are in another collection than
+   * `collection` (another embedding model's), by id after `after`.
+   */
+  inOtherCollection(collection: string, after: string | undefined, limit: number): Promise<Document[]> {
+    return this.prisma.document.findMany({
+      where: { status: "READY", collection: { not: null }, NOT: { collection }, ...(after ? { id: { gt: after } } : {}) },
+      orderBy: { id: "asc" },
+      take: limit,
+    });
+  }
+
+  /**
+   * Upkeep moved the source's chunks from `from` to `to`: the row names `to`
+   * while it names `from`, whatever its state (a re-upload queued meanwhile
+   * still needs it to name where the chunks are until its own job ends).
+   * False when the row is gone or names another collection.
+   */
+  async movedTo(userId: string, source: string, from: string, to: string): Promise<boolean> {
+    const { count } = await this.prisma.document.updateMany({ where: { userId, source, collection: from }, data: { collection: to } });
+    return count === 1;
+  }
+
   /** The job failed for good: FAILED with its reason. False when the row is gone or belongs to another job now. */
   async failed(userId: string, source: string, jobId: string, error: string): Promise<boolean> {
     const { count } = await this.prisma.document.updateMany({ where: { userId, source, jobId }, data: { status: "FAILED", error } });

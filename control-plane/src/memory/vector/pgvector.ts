@@ -57,11 +57,13 @@ import {
   VectorStoreError,
   checkDim,
   checkFilter,
+  checkListing,
   checkPoints,
   checkQuery,
   collectionName,
   type CollectionInfo,
   type MemoryPayload,
+  type PointPage,
   type QueryOptions,
   type ScoredPoint,
   type VectorFilter,
@@ -123,7 +125,7 @@ interface Row {
   chunk: number | null;
 }
 
-function payloadOf(r: Row): MemoryPayload {
+function payloadOf(r: Omit<Row, "score">): MemoryPayload {
   const p: MemoryPayload = { userId: r.user_id, kind: r.kind, source: r.source };
   if (r.language !== null) p.language = r.language;
   const tags = JSON.parse(r.tags) as string[];
@@ -308,6 +310,22 @@ export class PgVectorStore implements VectorStore {
     const n = await this.sql.execute(`DELETE FROM ${ident(info.name)} WHERE user_id = $1 AND source = $2`, [userId, source]);
     if (n === 0) throw new UnknownDocumentError(userId, source);
     return n;
+  }
+
+  async listBySource(userId: string, collection: string, source: string, page: { limit?: number; after?: string } = {}): Promise<PointPage> {
+    const info = await this.collection(collection);
+    const limit = checkListing(userId, source, page);
+    const params: unknown[] = [userId, source];
+    // Keyset on id (the (user_id, id) key's index): a page costs the same however far in it starts.
+    const after = page.after === undefined ? "" : ` AND id > $${params.push(page.after)}`;
+    const rows = await this.sql.query<Omit<Row, "score">>(
+      `SELECT id, user_id, kind, source, language, array_to_json(tags)::text AS tags, title, text, chunk
+        FROM ${ident(info.name)} WHERE user_id = $1 AND source = $2${after}
+        ORDER BY id LIMIT $${params.push(limit + 1)}::int`,
+      params,
+    );
+    const points = rows.slice(0, limit).map((r) => ({ id: r.id, payload: payloadOf(r) }));
+    return rows.length > limit ? { points, next: points[points.length - 1]!.id } : { points };
   }
 
   async count(collection: string, filter: Partial<VectorFilter> = {}): Promise<number> {

@@ -24,11 +24,13 @@ import {
   VectorStoreError,
   checkDim,
   checkFilter,
+  checkListing,
   checkPoints,
   checkQuery,
   collectionName,
   type CollectionInfo,
   type MemoryPayload,
+  type PointPage,
   type QueryOptions,
   type ScoredPoint,
   type VectorFilter,
@@ -209,6 +211,25 @@ export class QdrantVectorStore implements VectorStore {
     if (count === 0) throw new UnknownDocumentError(userId, source);
     await this.client.delete(info.name, { wait: true, filter });
     return count;
+  }
+
+  async listBySource(userId: string, collection: string, source: string, page: { limit?: number; after?: string } = {}): Promise<PointPage> {
+    const info = await this.collection(collection);
+    const limit = checkListing(userId, source, page);
+    // Scroll pages by Qdrant's own point id: the cursor is the next page's first id, as Qdrant gives it.
+    const res = await this.client.scroll(info.name, {
+      filter: { must: conditions({ userId, source }) },
+      limit,
+      with_payload: true,
+      with_vector: false,
+      ...(page.after !== undefined ? { offset: page.after } : {}),
+    });
+    const points = res.points.map((p) => {
+      const pl = p.payload as unknown as QdrantPayload;
+      return { id: pl.point_id, payload: payloadOf(pl) };
+    });
+    const next = res.next_page_offset;
+    return next === null || next === undefined ? { points } : { points, next: String(next) };
   }
 
   async count(collection: string, filter: Partial<VectorFilter> = {}): Promise<number> {

@@ -60,6 +60,18 @@ export interface ScoredPoint {
   payload: MemoryPayload;
 }
 
+/** A stored point without its vector (listBySource). */
+export interface StoredPoint {
+  id: string;
+  payload: MemoryPayload;
+}
+
+/** One page of listBySource; `next`, when there is more, is the next page's `after`. */
+export interface PointPage {
+  points: StoredPoint[];
+  next?: string;
+}
+
 export interface CollectionInfo {
   /** What the other methods take. */
   name: string;
@@ -79,6 +91,12 @@ export interface VectorStore {
   query(collection: string, vector: ArrayLike<number>, opts: QueryOptions): Promise<ScoredPoint[]>;
   /** Deletes the user's points from `source`; returns how many. UnknownDocumentError when there were none. */
   deleteBySource(userId: string, collection: string, source: string): Promise<number>;
+  /**
+   * The user's points from `source`, without vectors (a model change re-embeds their texts: upkeep.ts), a page
+   * of at most `limit` (default 256, at most 1000) at a time, in an order of the store's own; `after` is the
+   * previous page's `next`, opaque. UnknownCollectionError if there is no such collection.
+   */
+  listBySource(userId: string, collection: string, source: string, page?: { limit?: number; after?: string }): Promise<PointPage>;
   /** How many points the filter keeps (all of the collection's without one). */
   count(collection: string, filter?: Partial<VectorFilter>): Promise<number>;
   /** Deletes the collection and all its points (a retired model); UnknownCollectionError if there is none. */
@@ -230,4 +248,14 @@ export function checkFilter(where: string, f: Partial<VectorFilter>): void {
     if (f[k] !== undefined && typeof f[k] !== "string") throw new InvalidVectorInputError(`${where}: filter.${k} must be a string`);
   if (f.tags !== undefined && (!Array.isArray(f.tags) || !f.tags.every(nonEmpty)))
     throw new InvalidVectorInputError(`${where}: filter.tags must be an array of non-empty strings`);
+}
+
+/** Checks listBySource's arguments; returns the page size. */
+export function checkListing(userId: string, source: string, page: { limit?: number; after?: string } = {}): number {
+  if (!nonEmpty(userId)) throw new InvalidVectorInputError(`listBySource: userId is required`);
+  if (!nonEmpty(source)) throw new InvalidVectorInputError(`listBySource: source is required`);
+  const limit = page.limit ?? 256;
+  if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new InvalidVectorInputError(`listBySource: limit must be an integer from 1 to 1000, got ${limit}`);
+  if (page.after !== undefined && !nonEmpty(page.after)) throw new InvalidVectorInputError(`listBySource: after must be a non-empty string (a page's next)`);
+  return limit;
 }

@@ -1,0 +1,170 @@
+// Upkeep's re-embedding of documents after an embedding model change, with
+// real parts: PGlite with pgvector, a jota-inference serving tiny-embed.gguf
+// (the current model) and a document ingested by it. Only one embedding
+// model ships for the tests, so the "old model" is the retired-model
+// collection the memories' test uses too: the document's real chunks and
+// payloads, moved there with vectors of its own, and the row naming it, as a
+// document ingested before the change is. What is checked is the promise to
+// the user: after upkeep, retrieval (which queries the current model's
+// collection) finds the document's text again, the old collection holds
+// none of it, and an upkeep stopped between its steps is finished by the next.
+import assert from "node:assert/strict";
+import { openDatabase, type Database } from "../src/db/database";
+import { InferenceEngineClient, openChannel } from "../src/engines/clients";
+import type { EnginePool } from "../src/engines/pool";
+import type { EngineProcess } from "../src/engines/process";
+import { silentLogger } from "../src/log";
+import { embedTexts } from "../src/memory/embedder";
+import { ingestDocument } from "../src/memory/ingest";
+import { Memories } from "../src/memory/memories";
+import { reembedDocuments } from "../src/memory/reembed-documents";
+import { VectorRetriever } from "../src/memory/retrieve";
+import { runUpkeep } from "../src/memory/upkeep";
+import { PgVectorStore } from "../src/memory/vector";
+import type { StoredPoint } from "../src/memory/vector/store";
+import { poolOf, startEmbedEngine } from "./helpers/jobs";
+import { freshPgliteDir } from "./helpers/postgres-backends";
+
+const TEXT = [
+  "# Boiler manual",
+  "The boiler's reset button is behind the grey panel, on the left side.",
+  "Hold it for five seconds until the green light blinks twice.",
+  "The yearly service is due every October; call Calefacciones Ruiz at extension 4471.",
+  "The pressure gauge should read between one and one and a half bar when the water is cold.",
+].join("\n\n");
+
+describe("memory upkeep: documents re-embedded after an embedding model change", function () {
+  this.timeout(180_000);
+  let engine: EngineProcess;
+  let client: InferenceEngineClient;
+  let pool: EnginePool;
+  let db: Database;
+  let store: PgVectorStore;
+  let memories: Memories;
+  let retriever: VectorRetriever;
+  let current: string;
+  let dim: number;
+
+  before(async () => {
+    engine = await startEmbedEngine();
+    pool = await poolOf([engine.address!]);
+    const { options } = openChannel(engine.address!, { token: "", reconnectInitialMs: 100, reconnectMaxMs: 1000 });
+    client = new InferenceEngineClient(engine.address!, options, 30_000);
+    const dir = await freshPgliteDir();
+    db = await openDatabase({ dataDir: dir, logger: silentLogger });
+    store = await PgVectorStore.open({ dataDir: dir });
+    memories = new Memories(db.repos, store, pool);
+    retriever = new VectorRetriever(store, pool, { memories: db.repos.memories, topK: 10 });
+    const probe = await embedTexts(pool, ["probe"]);
+    current = probe.collection;
+    dim = probe.dimensions;
+  });
+  after(async () => {
+    await store?.close();
+    await db?.close();
+    client?.close();
+    pool?.close();
+    await engine?.stop();
+  });
+
+  const all = async (collection: string, userId: string, source: string): Promise<StoredPoint[]> => {
+    const out: StoredPoint[] = [];
+    for (let after: string | undefined; ; ) {
+      const page = await store.listBySource(userId, collection, source, { limit: 2, ...(after ? { after } : {}) });
+      out.push(...page.points);
+      if (!page.next) return out.sort((a, b) => a.payload.chunk! - b.payload.chunk!);
+      after = page.next;
+    }
+  };
+
+  /**
+   * A READY document of a new user whose chunks (ingested for real) are in the retired model's collection,
+   * as before a model change; with `copyInCurrent`, its chunks are in the current collection too.
+   */
+  async function documentOfOldModel(name: string, copyInCurrent = false) {
+    const u = (await db.repos.users.create({ username: name })).id;
+    const source = `manual-${name}.md`;
+    const row = await db.repos.documents.queue(u, { source, title: "Boiler manual", mediaType: "text/markdown", bytes: TEXT.length, jobId: `job-${name}` });
+    const res = await ingestDocument({ userId: u, source, text: TEXT, title: "Boiler manual", documentId: row.id }, { engine: client, store, chunkTokens: 24, overlapTokens: 0 });
+    assert.equal(res.collection, current);
+    assert.ok(res.chunks >= 3, `several chunks (${res.chunks})`);
+    const chunks = await all(current, u, source);
+    assert.equal(chunks.length, res.chunks);
+    const old = await store.ensureCollection("retired-model", dim);
+    await store.upsert(
+      old.name,
+      chunks.map((p, i) => ({ id: p.id, vector: Array.from({ length: dim }, (_, j) => Math.sin(i * 31 + j + 1)), payload: p.payload })),
+    );
+    if (!copyInCurrent) await store.deleteBySource(u, current, source);
+    assert.ok(await db.repos.documents.ready(u, source, `job-${name}`, res.chunks, old.name));
+    return { u, source, chunks, old: old.name };
+  }
+
+  const found = async (u: string, source: string, text: string) => (await retriever.retrieve(u, text)).filter((s) => s.source === source);
+
+  it("upkeep embeds the chunks again from their text: retrieval finds them in the current collection, the old one holds none", async () => {
+    const { u, source, chunks, old } = await documentOfOldModel("ana");
+    const target = chunks[1]!;
+    assert.deepEqual(await found(u, source, target.payload.text!), [], "before upkeep the document cannot be retrieved");
+
+    const r = await runUpkeep({ repos: db.repos, memories, logger: silentLogger }, { retentionDays: 0 });
+    assert.deepEqual(r.errors, []);
+    const hits = await found(u, source, target.payload.text!);
+    assert.equal(hits[0]?.id, target.id, "its own text finds the chunk first");
+    assert.equal(hits[0]?.text, target.payload.text);
+    assert.equal(hits[0]?.title, "Boiler manual");
+    assert.ok(hits[0]!.score > 0.999, `a vector of the current model (${hits[0]!.score})`);
+    assert.equal(r.documentsReembedded, 1, JSON.stringify(r));
+
+    const row = await db.repos.documents.bySource(u, source);
+    assert.equal(row?.collection, current, "the row names the current collection");
+    assert.equal(row?.status, "READY");
+    assert.equal(await store.count(old, { userId: u }), 0, "none of its points are left in the old collection");
+    assert.deepEqual(await all(current, u, source), chunks, "the same ids and payloads");
+
+    const again = await runUpkeep({ repos: db.repos, memories, logger: silentLogger }, { retentionDays: 0 });
+    assert.equal(again.documentsReembedded, 0, "nothing left to do");
+    assert.equal(await store.count(current, { userId: u, source }), chunks.length);
+  });
+
+  it("an upkeep stopped after writing the new chunks, or after deleting the old ones, is finished by the next", async () => {
+    // Stopped after step 1: the chunks in both collections, the row naming the old one.
+    const a = await documentOfOldModel("ben", true);
+    // Stopped after step 2: the chunks only in the current collection, the row still naming the old one.
+    const b = await documentOfOldModel("cai", true);
+    await store.deleteBySource(b.u, b.old, b.source);
+
+    assert.equal(await reembedDocuments({ documents: db.repos.documents, store, embed: memories.embed }), 2);
+    for (const d of [a, b]) {
+      assert.equal((await db.repos.documents.bySource(d.u, d.source))?.collection, current, d.source);
+      assert.equal(await store.count(d.old, { userId: d.u }), 0, d.source);
+      assert.deepEqual(await all(current, d.u, d.source), d.chunks, d.source);
+      assert.equal((await found(d.u, d.source, d.chunks[0]!.payload.text!))[0]?.id, d.chunks[0]!.id, d.source);
+    }
+  });
+
+  it("leaves documents that are not READY, and a document deleted meanwhile has no chunks left behind", async () => {
+    const q = await documentOfOldModel("dan");
+    // A re-upload queued: its own job writes the new version into the current collection.
+    await db.repos.documents.queue(q.u, { source: q.source, mediaType: "text/markdown", bytes: 1, jobId: "job-dan-2" });
+    assert.equal(await reembedDocuments({ documents: db.repos.documents, store, embed: memories.embed }), 0);
+    assert.equal(await store.count(q.old, { userId: q.u, source: q.source }), q.chunks.length, "left where it was");
+
+    // Deleted while its chunks were embedded (the API deletes the chunks of the collection the row named, then the row).
+    const d = await documentOfOldModel("eva");
+    const embed: typeof memories.embed = async (texts) => {
+      const e = await memories.embed(texts);
+      if (texts.length > 1) {
+        const row = await db.repos.documents.bySource(d.u, d.source);
+        if (row) {
+          await store.deleteBySource(d.u, row.collection!, d.source);
+          await db.repos.documents.delete(d.u, row.id);
+        }
+      }
+      return e;
+    };
+    assert.equal(await reembedDocuments({ documents: db.repos.documents, store, embed }), 0);
+    assert.equal(await store.count(current, { userId: d.u }), 0, "nothing of it in the current collection");
+    assert.equal(await store.count(d.old, { userId: d.u }), 0);
+  });
+});
