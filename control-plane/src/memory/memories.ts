@@ -11,11 +11,12 @@
 // - add: embed (no write yet), the row naming the collection, the vector,
 //   then the row claims it. A failure or crash after the row leaves it
 //   unclaimed: nightly upkeep embeds it.
-// - update: a vector in another collection (another model's) is deleted
-//   first; then the row's new text (unclaimed, naming the new collection),
-//   then the new vector replaces the old one under the same id. Should that
-//   fail, the old text's vector may still be there, named by the row (so a
-//   delete removes it) and unclaimed (so retrieval ignores it).
+// - update: the row's new text first (unclaimed, still naming its vector's
+//   collection); a vector in another collection (another model's) is then
+//   deleted and the row names the new one, as for any store; then the new
+//   vector replaces the old one under the same id. Should that fail, the old
+//   text's vector may still be there, named by the row (so a delete removes
+//   it) and unclaimed (so retrieval ignores it).
 // - delete: the vector first, then the row, so a memory the user erased is
 //   never found again even if the second step fails (they can delete again).
 import type { Memory } from "@prisma/client";
@@ -103,11 +104,10 @@ export class Memories {
   /** New text for a memory of the user (NotFoundError if it is not theirs). */
   async update(userId: string, id: string, text: string): Promise<Memory> {
     const t = Memories.clean(text);
-    const before = await this.rows.get(userId, id);
+    await this.rows.get(userId, id); // 404 before an engine call
     const e = await this.embed([t]);
-    // Embedded by another model before: its old vector is in another collection, which the row stops naming.
-    if (before.collection && before.collection !== e.collection) await this.#dropVector(before);
-    const row = await this.rows.update(userId, id, t, e.collection);
+    // The row keeps naming its old vector; #storeVector moves it to e's collection if that is another one.
+    const row = await this.rows.update(userId, id, t);
     return this.#storeVector(row, e, 0);
   }
 

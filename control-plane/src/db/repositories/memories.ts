@@ -70,15 +70,15 @@ export class MemoryRepository {
   }
 
   /**
-   * New text: its vector is stale until setEmbedded (embeddingModel cleared).
-   * `collection` is where the new vector is about to be written; the caller
-   * has deleted a vector elsewhere first (the row can name only one place).
+   * New text: its vector is stale until setEmbedded (embeddingModel
+   * cleared). `collection` stays: it still names where the old vector is,
+   * until embeddingInto moves it.
    */
-  update(userId: string, id: string, text: string, collection: string | null = null): Promise<Memory> {
+  update(userId: string, id: string, text: string): Promise<Memory> {
     return scoped("memory", id, () =>
       this.prisma.memory.update({
         where: { id: checkId("memory", id), userId },
-        data: { text, hash: memoryHash(text), embeddingModel: null, collection },
+        data: { text, hash: memoryHash(text), embeddingModel: null },
       }),
     );
   }
