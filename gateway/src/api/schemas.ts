@@ -46,13 +46,6 @@ export interface RouteSpec {
   query?: z.ZodObject;
   /** The request body's schema (for multipart, one property per form field). */
   body?: z.ZodType;
-  /**
-   * Whether the route refuses a request without a body (the document's
-   * requestBody.required). Default: unless `body` accepts an empty object,
-   * which is what a route reading its body with bodyOrEmpty takes a missing one
-   * for; test/openapi.test.ts sends every route no body to hold this true.
-   */
-  bodyRequired?: boolean;
   /** The body's media type (default application/json; e.g. multipart/form-data for an upload). */
   bodyContentType?: string;
   /** A multipart/form-data body the route also takes, besides `body` (one property per form field; files as format binary). */
