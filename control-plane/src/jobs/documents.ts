@@ -16,7 +16,7 @@
 // otherwise leave them behind, found by retrieval with nothing to delete
 // them.
 import type { DocumentRepository } from "../db/repositories/documents";
-import { UnknownDocumentError, type VectorStore } from "../memory/vector/store";
+import { deleteSourceIfAny, type VectorStore } from "../memory/vector/store";
 import { startIngestWorker, type IngestOutcome, type IngestWorker, type IngestWorkerOptions } from "./worker";
 
 export function documentTracker(documents: DocumentRepository, store: VectorStore): (o: IngestOutcome) => Promise<void> {
@@ -29,9 +29,7 @@ export function documentTracker(documents: DocumentRepository, store: VectorStor
     if (await documents.ready(o.userId, o.source, o.jobId, o.result.chunks, o.result.collection, o.result.title)) return;
     if (await documents.chunksIn(o.userId, o.source, o.result.collection)) return; // a newer upload, named no collection yet
     if (await documents.bySource(o.userId, o.source)) return; // a newer upload of the source: its own job replaces these chunks
-    await store.deleteBySource(o.userId, o.result.collection, o.source).catch((err: unknown) => {
-      if (!(err instanceof UnknownDocumentError)) throw err;
-    });
+    await deleteSourceIfAny(store, o.userId, o.result.collection, o.source);
   };
 }
 

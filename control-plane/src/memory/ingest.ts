@@ -39,7 +39,7 @@ import type {
 } from "../gen/jota/v1/inference";
 import { ExtractError, documentMediaType, extractText, isBinaryMediaType } from "./document-text";
 import { IngestError, SupersededError } from "./ingest-error";
-import { UnknownDocumentError, checkPoints, type VectorPoint, type VectorStore } from "./vector/store";
+import { checkPoints, deleteSourceIfAny, type VectorPoint, type VectorStore } from "./vector/store";
 
 export { IngestError, SupersededError };
 
@@ -473,12 +473,7 @@ export async function ingestDocument(doc: IngestDocument, opts: IngestOptions): 
   const replaced = await inSourceTurn(doc.userId, doc.source, async () => {
     signal?.throwIfAborted();
     if (opts.stillWanted && !(await opts.stillWanted())) throw new SupersededError(doc.source);
-    let n = 0;
-    try {
-      n = await opts.store.deleteBySource(doc.userId, collection.name, doc.source);
-    } catch (err) {
-      if (!(err instanceof UnknownDocumentError)) throw err; // a first ingest: nothing to replace
-    }
+    const n = await deleteSourceIfAny(opts.store, doc.userId, collection.name, doc.source); // 0 for a first ingest
     await opts.store.upsert(collection.name, points);
     return n;
   });

@@ -26,7 +26,7 @@ import type { Document } from "@prisma/client";
 import type { DocumentRepository } from "../db/repositories/documents";
 import { embedBatched, inSourceTurn } from "./ingest";
 import type { Embed } from "./memories";
-import { UnknownCollectionError, UnknownDocumentError, type StoredPoint, type VectorStore } from "./vector/store";
+import { UnknownCollectionError, deleteSourceIfAny, type StoredPoint, type VectorStore } from "./vector/store";
 
 export interface ReembedDocumentsDeps {
   documents: DocumentRepository;
@@ -84,11 +84,7 @@ async function moveDocument(
     const info = await deps.store.ensureCollection(e.model, e.dimensions);
     if (info.name !== current) return "model changed";
     await deps.store.upsert(current, points.map((p, i) => ({ id: p.id, vector: e.vectors[i]!, payload: p.payload })));
-    try {
-      await deps.store.deleteBySource(row.userId, old, row.source);
-    } catch (err) {
-      if (!(err instanceof UnknownDocumentError)) throw err; // deleted meanwhile: the row's check below settles it
-    }
+    await deleteSourceIfAny(deps.store, row.userId, old, row.source); // none: deleted meanwhile, which the row's check below settles
   } else if ((await deps.store.count(current, { userId: row.userId, source: row.source })) === 0) {
     return "skipped"; // its chunks are nowhere: nothing to embed again
   } // else an earlier run stopped between its steps 2 and 3: the chunks are in the current collection already.
@@ -96,8 +92,6 @@ async function moveDocument(
     if (await deps.documents.bySource(row.userId, row.source)) return "moved";
   } else if ((await deps.documents.bySource(row.userId, row.source))?.collection === current) return "moved";
   // Deleted meanwhile: the chunks written here must not outlive it.
-  await deps.store.deleteBySource(row.userId, current, row.source).catch((err: unknown) => {
-    if (!(err instanceof UnknownDocumentError)) throw err;
-  });
+  await deleteSourceIfAny(deps.store, row.userId, current, row.source);
   return "skipped";
 }

@@ -146,6 +146,16 @@ export class UnknownDocumentError extends VectorStoreError {
   }
 }
 
+/** deleteBySource for callers to whom no points is fine (a first ingest, a delete that raced another): 0 then. */
+export async function deleteSourceIfAny(store: VectorStore, userId: string, collection: string, source: string): Promise<number> {
+  try {
+    return await store.deleteBySource(userId, collection, source);
+  } catch (err) {
+    if (err instanceof UnknownDocumentError) return 0;
+    throw err;
+  }
+}
+
 /** A point, vector or filter that cannot be stored or searched as given. */
 export class InvalidVectorInputError extends VectorStoreError {}
 
