@@ -1,6 +1,8 @@
 // Keyset ("cursor") pagination over (timestamp, id): stable while rows are
 // added, and served by the (user_id, <timestamp>, id) indexes.
 
+import { isId } from "./errors";
+
 export interface PageRequest {
   /** 1..200; default 50. */
   limit?: number;
@@ -29,7 +31,6 @@ interface Position {
   id: string;
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** What encode() writes: toISOString() of a year 0000..9999. */
 const ISO_INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
@@ -45,7 +46,7 @@ function decode(cursor: string): Position {
     throw new InvalidCursorError();
   }
   if (typeof v !== "object" || v === null || typeof v.at !== "string" || typeof v.id !== "string") throw new InvalidCursorError();
-  if (!UUID.test(v.id) || !ISO_INSTANT.test(v.at)) throw new InvalidCursorError();
+  if (!isId(v.id) || !ISO_INSTANT.test(v.at)) throw new InvalidCursorError();
   const at = new Date(v.at);
   // The pattern lets 2024-02-30 through, which Date rolls over to March 1st.
   if (Number.isNaN(at.getTime()) || at.toISOString() !== v.at) throw new InvalidCursorError();
