@@ -92,7 +92,7 @@ void EngineServer::WaitForSignalAndShutdown(const std::function<void()>& on_stop
   LogInfo("shutting down", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
   health_->Shutdown();
   if (on_stop) on_stop();
-  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  server_->Shutdown(std::chrono::system_clock::now() + kShutdownGrace);
   server_->Wait();
 }
 

@@ -3,6 +3,7 @@
 // process, and the `--probe` health client used by container healthchecks.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -30,6 +31,11 @@ int RunProbe(const std::string& target, const std::string& service);
 
 class EngineServer {
  public:
+  // How long calls still running at shutdown get before they are cancelled.
+  // An engine that lets its own work run on after SIGTERM keeps that work
+  // shorter than this (transcription/service.cpp asserts it).
+  static constexpr std::chrono::seconds kShutdownGrace{5};
+
   EngineServer(const Flags& flags, std::vector<std::string> health_services);
   void AddService(grpc::Service* service);  // not owned
   HealthService& health() { return *health_; }

@@ -11,6 +11,7 @@
 
 #include "build_info.h"
 #include "log.h"
+#include "runtime.h"
 #include "session.h"
 #include "settings.h"
 
@@ -19,9 +20,10 @@ namespace jota::transcription {
 namespace {
 constexpr int64_t kRate = kWhisperRate;
 // How long work in progress may go on after SIGTERM. EngineServer
-// (common/runtime.cpp) then gives calls 5 s before it cancels them; unary
-// calls finish inside that, streams before it starts (see Stop()).
+// (common/runtime.cpp) then gives calls kShutdownGrace before it cancels
+// them; unary calls finish inside that, streams before it starts (see Stop()).
 constexpr auto kShutdownFlush = std::chrono::seconds(3);
+static_assert(kShutdownFlush < EngineServer::kShutdownGrace, "a Transcribe cut off at shutdown must end before the server cancels it");
 // Stop() waits this much longer for streams to end: whisper.cpp notices an
 // abort between graph nodes, which can take a while on a loaded machine.
 constexpr auto kShutdownStreamsMargin = std::chrono::seconds(1);
