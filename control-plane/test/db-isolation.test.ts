@@ -141,6 +141,15 @@ const CASES: Record<string, Record<string, [Outcome, (r: Repositories, intruder:
         return [];
       },
     ],
+    // A source only the victim has, READY: the intruder learns nothing of its current job.
+    chunksJobs: [
+      "empty",
+      async (r, i, v) => {
+        await r.documents.queue(v.userId, { source: "victim-chunks.md", mediaType: "text/markdown", bytes: 10, jobId: "job-v" });
+        await r.documents.ready(v.userId, "victim-chunks.md", "job-v", 1, "c");
+        return [...(await r.documents.chunksJobs(i, ["victim-chunks.md", "notes.md"])).entries()].filter(([source]) => source === "victim-chunks.md");
+      },
+    ],
     get: ["not found", (r, i, v) => r.documents.get(i, v.documentId)],
     bySource: ["empty", async (r, i) => ((await r.documents.bySource(i, "notes.md"))?.userId === i ? [] : ["another user's row"])],
     list: ["empty", async (r, i) => (await r.documents.list(i)).items.filter((d) => d.userId !== i)],

@@ -2,9 +2,9 @@
 // redis-server, BullMQ, a jota-inference with the embedding test model,
 // PGlite with pgvector holding both the document rows and the chunks, and
 // the document worker every Jota process runs (jobs/documents.ts). The only
-// thing added is a gate in front of the store's delete, which holds the first
-// job inside its store phase while the test re-uploads (as a slow store
-// would). What must hold: the newer version's chunks are what stays, and a
+// thing added is a gate in front of the store's upsert, which holds the first
+// job inside its store phase (past its stillWanted check) while the test
+// re-uploads (as a slow store would). What must hold: the newer version's chunks are what stays, and a
 // deleted document leaves no chunk behind.
 import assert from "node:assert/strict";
 import { openDatabase, type Database } from "../src/db/database";
@@ -16,7 +16,7 @@ import type { RedisHandle } from "../src/jobs/redis";
 import type { IngestWorker } from "../src/jobs/worker";
 import { silentLogger } from "../src/log";
 import { embedTexts } from "../src/memory/embedder";
-import { PgVectorStore, type VectorStore } from "../src/memory/vector";
+import { PgVectorStore, type VectorPoint, type VectorStore } from "../src/memory/vector";
 import { UnknownCollectionError, UnknownDocumentError } from "../src/memory/vector/store";
 import { poolOf, smallMarkdown, startEmbedEngine, startRedis, waitForJob } from "./helpers/jobs";
 import { freshPgliteDir } from "./helpers/postgres-backends";
@@ -44,7 +44,7 @@ describe("jobs: overlapping ingests of one source", function () {
     await engine?.stop();
   });
 
-  /** The store, whose first delete of `source` waits until open() (it says when it got there). */
+  /** The store, whose first upsert of `source`'s chunks waits until open() (it says when it got there). */
   function gated(source: string) {
     let reached!: () => void;
     const there = new Promise<void>((r) => (reached = r));
@@ -52,14 +52,14 @@ describe("jobs: overlapping ingests of one source", function () {
     const opened = new Promise<void>((r) => (open = r));
     let first = true;
     const s: VectorStore = Object.create(store, {
-      deleteBySource: {
-        value: async (userId: string, collection: string, src: string) => {
-          if (src === source && first) {
+      upsert: {
+        value: async (collection: string, points: readonly VectorPoint[]) => {
+          if (first && points.some((p) => p.payload.source === source)) {
             first = false;
             reached();
             await opened;
           }
-          return store.deleteBySource(userId, collection, src);
+          return store.upsert(collection, points);
         },
       },
     });

@@ -54,7 +54,7 @@ describe("memory upkeep: documents re-embedded after an embedding model change",
     db = await openDatabase({ dataDir: dir, logger: silentLogger });
     store = await PgVectorStore.open({ dataDir: dir });
     memories = new Memories(db.repos, store, pool);
-    retriever = new VectorRetriever(store, pool, { memories: db.repos.memories, topK: 10 });
+    retriever = new VectorRetriever(store, pool, { memories: db.repos.memories, documents: db.repos.documents, topK: 10 });
     const probe = await embedTexts(pool, ["probe"]);
     current = probe.collection;
     dim = probe.dimensions;
@@ -85,7 +85,7 @@ describe("memory upkeep: documents re-embedded after an embedding model change",
     const u = (await db.repos.users.create({ username: name })).id;
     const source = `manual-${name}.md`;
     const row = await db.repos.documents.queue(u, { source, title: "Boiler manual", mediaType: "text/markdown", bytes: TEXT.length, jobId: `job-${name}` });
-    const res = await ingestDocument({ userId: u, source, text: TEXT, title: "Boiler manual", documentId: row.id }, { engine: client, store, chunkTokens: 24, overlapTokens: 0 });
+    const res = await ingestDocument({ userId: u, source, text: TEXT, title: "Boiler manual", documentId: row.id }, { engine: client, store, chunkTokens: 24, overlapTokens: 0, version: `job-${name}` });
     assert.equal(res.collection, current);
     assert.ok(res.chunks >= 3, `several chunks (${res.chunks})`);
     const chunks = await all(current, u, source);

@@ -328,6 +328,22 @@ describeStores("vector store", (fx) => {
     });
   });
 
+  describe("delete points", () => {
+    it("deletes exactly that user's points of those ids and says how many (ids not there count for nothing)", async () => {
+      const r = rng(37);
+      await store.upsert(c.name, [
+        point("p1", randomVector(r), { source: "p" }),
+        point("p2", randomVector(r), { source: "p" }),
+        point("p3", randomVector(r), { source: "p" }),
+        point("p1", randomVector(r), { userId: "bob", source: "p" }),
+      ]);
+      assert.equal(await store.deletePoints("alice", c.name, ["p1", "p3", "never-there"]), 2);
+      assert.equal(await store.deletePoints("alice", c.name, []), 0);
+      assert.deepEqual((await store.listBySource("alice", c.name, "p")).points.map((x) => x.id), ["p2"]);
+      assert.equal(await store.count(c.name, { userId: "bob", source: "p" }), 1, "bob's point of the same id stays");
+    });
+  });
+
   describe("list by source", () => {
     it("gives that user's points from that source with their payloads, page by page, each once", async () => {
       const r = rng(41);

@@ -108,7 +108,7 @@ export async function openStack(config: Config, log: Logger, opts: StackOptions 
       config.memory.retrieval === "off"
         ? undefined
         : {
-            retriever: store ? new VectorRetriever(store, pool, { memories: db.repos.memories }) : new UnavailableRetriever("the vector store could not be opened at start-up (see the log)"),
+            retriever: store ? new VectorRetriever(store, pool, { memories: db.repos.memories, documents: db.repos.documents }) : new UnavailableRetriever("the vector store could not be opened at start-up (see the log)"),
             mode: config.memory.retrieval,
           };
     const memories = store ? new Memories(db.repos, store, pool) : undefined;

@@ -63,7 +63,7 @@ describe("documents: upload, ingest job, list, delete", function () {
       const emb = await embedder().embed({ inputs: batch.map((c) => c.text), normalize: true, requestId: "" });
       for (const [k, e] of emb.embeddings.entries()) {
         const [top] = await t.stack.store!.query(collection, e.values, { topK: 1, filter: { userId: u.userId } });
-        assert.equal(top?.id, `big.md#${i + k}`, `chunk ${i + k} finds itself first`);
+        assert.equal(top?.id, `big.md#${i + k}@${up.json.job.id}`, `chunk ${i + k} finds itself first (its id names its upload's job)`);
         assert.equal(top!.payload.text, batch[k]!.text);
       }
     }

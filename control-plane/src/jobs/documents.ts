@@ -6,17 +6,22 @@
 // job run again, never a job done with its row left QUEUED. Wherever an
 // ingest worker runs (in `npm start`, or a worker process), this runs with it.
 //
-// A job that completes for a document the user deleted meanwhile finds no
-// row of its own: the chunks it just wrote are deleted again, so that a
-// deleted document never comes back through a late job. When the row names
-// a newer upload of the source instead, that upload's job replaces the
-// chunks itself (its writes come after these: ingest.ts), and until then the
-// row must name where these chunks are: a first upload's row names no
-// collection yet, and deleting the document before the newer job ran would
-// otherwise leave them behind, found by retrieval with nothing to delete
-// them.
+// An upload's chunks carry its job id (memory/ingest.ts), and the row names
+// the job whose chunks are current (chunksJobId, set by ready): retrieval
+// keeps only those (memory/retrieve.ts). So two jobs of one source, in two
+// processes that no lock orders, never touch each other's chunks, and the
+// cleanup is per version:
+// - the job the row names, once READY, deletes the version the row named
+//   before it (only that one: a newer upload's job may have written its own
+//   chunks by now, and they must stay);
+// - any other job (an older upload's, ending late, whatever it wrote; or one
+//   whose document was deleted meanwhile) deletes its own chunks again, so
+//   that neither a replaced nor a deleted version outlives its job. Before
+//   that, a row that names no collection yet (a first upload's) is made to
+//   name this one, so that should the delete fail, deleting the document
+//   still finds them.
 import type { DocumentRepository } from "../db/repositories/documents";
-import { deleteSourceIfAny, type VectorStore } from "../memory/vector/store";
+import { deleteChunkVersion, type VectorStore } from "../memory/vector/store";
 import { startIngestWorker, type IngestOutcome, type IngestWorker, type IngestWorkerOptions } from "./worker";
 
 export function documentTracker(documents: DocumentRepository, store: VectorStore): (o: IngestOutcome) => Promise<void> {
@@ -26,10 +31,23 @@ export function documentTracker(documents: DocumentRepository, store: VectorStor
       await documents.failed(o.userId, o.source, o.jobId, o.reason);
       return;
     }
-    if (await documents.ready(o.userId, o.source, o.jobId, o.result.chunks, o.result.collection, o.result.title)) return;
-    if (await documents.chunksIn(o.userId, o.source, o.result.collection)) return; // a newer upload, named no collection yet
-    if (await documents.bySource(o.userId, o.source)) return; // a newer upload of the source: its own job replaces these chunks
-    await deleteSourceIfAny(store, o.userId, o.result.collection, o.source);
+    const { userId, source, jobId } = o;
+    const { collection } = o.result;
+    // Read before ready: while the row names this job only this job's ready (a second run of it) can change
+    // what it names as current.
+    const before = await documents.bySource(userId, source);
+    if (await documents.ready(userId, source, jobId, o.result.chunks, collection, o.result.title)) {
+      const previous = before?.chunksJobId ?? undefined; // undefined: chunks written before versions, if any
+      if (previous === jobId) return; // this job again (a retried attempt): nothing older to delete
+      await deleteChunkVersion(store, userId, collection, source, previous);
+      // The previous version may be in another model's collection, which the row no longer names.
+      if (before?.collection && before.collection !== collection) await deleteChunkVersion(store, userId, before.collection, source, previous);
+      return;
+    }
+    const row = await documents.bySource(userId, source);
+    if (row?.chunksJobId === jobId) return; // the same content uploaded again and READY under this job id: these are its chunks
+    if (row) await documents.chunksIn(userId, source, collection);
+    await deleteChunkVersion(store, userId, collection, source, jobId);
   };
 }
 

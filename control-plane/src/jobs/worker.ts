@@ -102,6 +102,8 @@ export function startIngestWorker(opts: IngestWorkerOptions): IngestWorker {
         onProgress,
         signal,
         ...(opts.stillWanted ? { stillWanted: () => opts.stillWanted!(ids(job)) } : {}),
+        // An upload's chunks carry its job: its row names the job whose chunks are current (jobs/documents.ts).
+        ...(job.data.documentId !== undefined ? { version: job.id! } : {}),
       });
       await opts.onSettled?.({ ...ids(job), state: "completed", result });
       return result;

@@ -22,14 +22,24 @@
 // base64 bytes). An upload without a title takes the one extraction found.
 //
 // Nothing is written until every chunk has been embedded: bad input, an
-// engine failure or an abort leaves the store as it was. Re-ingesting a
-// source replaces its previous chunks (deleted just before the new ones are
-// written). The writes of one (user, source) take turns, and each asks
-// stillWanted in its turn: two ingestions of a source at once (a re-upload
-// while the first job stores) would otherwise interleave their delete and
-// upsert, and leave the older version's chunks, or both versions', in place
-// of the newer. The turns are per process: ingest workers in several
-// processes at once would need the lock in Redis or the database instead.
+// engine failure or an abort leaves the store as it was. The writes of one
+// (user, source) take turns in this process, and each asks stillWanted in
+// its turn.
+//
+// Without a version, re-ingesting a source replaces its previous chunks
+// (deleted just before the new ones are written, in the turn). With one (an
+// upload: the worker passes its job id), the chunks' ids carry it
+// (chunkPointId) and nothing else is deleted here. The turns and stillWanted
+// cannot order ingest workers in two processes (the gateway's and the
+// worker's): an older upload's job that passed stillWanted before the newer
+// one wrote would, under shared "<source>#<chunk>" ids, delete the newer
+// chunks or overwrite them with the older text while the row says READY for
+// the newer. With versioned ids the late job only adds points of its own,
+// which retrieval does not take (the row names the current job:
+// retrieve.ts), and the job's tracker deletes them again; the replaced
+// version is deleted by the newer job's tracker once the row names it
+// (jobs/documents.ts), not here, where this job cannot know whether it is
+// still the newest.
 import type {
   EmbedRequest,
   EmbedResponse,
@@ -39,7 +49,7 @@ import type {
 } from "../gen/jota/v1/inference";
 import { ExtractError, documentMediaType, extractText, isBinaryMediaType } from "./document-text";
 import { IngestError, SupersededError } from "./ingest-error";
-import { checkPoints, deleteSourceIfAny, type VectorPoint, type VectorStore } from "./vector/store";
+import { checkPoints, chunkPointId, deleteSourceIfAny, type VectorPoint, type VectorStore } from "./vector/store";
 
 export { IngestError, SupersededError };
 
@@ -100,6 +110,11 @@ export interface IngestOptions {
    * place), and then it writes nothing (SupersededError).
    */
   stillWanted?: () => Promise<boolean>;
+  /**
+   * The upload this ingestion is for (its job id): in each chunk's point id,
+   * and then no earlier version is deleted here (see the file's comment).
+   */
+  version?: string;
 }
 
 export interface IngestResult {
@@ -107,7 +122,7 @@ export interface IngestResult {
   collection: string;
   /** Tokens embedded, as the engine counted them (special tokens included). */
   tokens: number;
-  /** Chunks of an earlier version of the source that were replaced. */
+  /** Chunks of an earlier version of the source that were replaced (0 with a version: its tracker deletes them). */
   replaced: number;
   /** The title the chunks carry when extraction found it (an HTML <title>, a PDF's Title) and the document had none. */
   title?: string;
@@ -453,7 +468,7 @@ export async function ingestDocument(doc: IngestDocument, opts: IngestOptions): 
 
   const collection = await opts.store.ensureCollection(model, em.embeddingSize);
   const points: VectorPoint[] = chunks.map((c, i) => ({
-    id: `${doc.source}#${c.index}`,
+    id: chunkPointId(doc.source, c.index, opts.version),
     vector: vectors[i]!,
     payload: {
       userId: doc.userId,
@@ -473,7 +488,8 @@ export async function ingestDocument(doc: IngestDocument, opts: IngestOptions): 
   const replaced = await inSourceTurn(doc.userId, doc.source, async () => {
     signal?.throwIfAborted();
     if (opts.stillWanted && !(await opts.stillWanted())) throw new SupersededError(doc.source);
-    const n = await deleteSourceIfAny(opts.store, doc.userId, collection.name, doc.source); // 0 for a first ingest
+    // With a version the older chunks stay until the row names this one (see the file's comment).
+    const n = opts.version === undefined ? await deleteSourceIfAny(opts.store, doc.userId, collection.name, doc.source) : 0; // 0 for a first ingest
     await opts.store.upsert(collection.name, points);
     return n;
   });

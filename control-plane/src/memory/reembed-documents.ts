@@ -4,7 +4,11 @@
 // embedded again. The documents' text is not kept in the database; each
 // chunk's text is in its point's payload, so the chunks are read back from
 // the old collection, embedded by the current model and written to its
-// collection under the same ids and payloads.
+// collection under the same ids and payloads. The ids carry the upload's
+// version (its ingest job: ingest.ts), which the row names and retrieval
+// checks, so the moved chunks stay the current ones. Only the version the
+// row names is moved: the points of any other (an older upload's late job
+// not yet cleaned up) are never retrieved, and go with the old collection's.
 //
 // Per document, in this order, so that a crash anywhere leaves it at least as
 // retrievable as before and the next run finishes it:
@@ -26,7 +30,7 @@ import type { Document } from "@prisma/client";
 import type { DocumentRepository } from "../db/repositories/documents";
 import { embedBatched, inSourceTurn } from "./ingest";
 import type { Embed } from "./memories";
-import { UnknownCollectionError, deleteSourceIfAny, type StoredPoint, type VectorStore } from "./vector/store";
+import { UnknownCollectionError, chunkPointId, deleteSourceIfAny, type StoredPoint, type VectorStore } from "./vector/store";
 
 export interface ReembedDocumentsDeps {
   documents: DocumentRepository;
@@ -66,7 +70,7 @@ async function moveDocument(
   const row = await deps.documents.bySource(seen.userId, seen.source);
   if (!row || row.status !== "READY" || !row.collection || row.collection === current) return "skipped";
   const old = row.collection;
-  const points: StoredPoint[] = [];
+  let points: StoredPoint[] = [];
   try {
     for (let after: string | undefined; ; ) {
       const page = await deps.store.listBySource(row.userId, old, row.source, { limit: 256, ...(after ? { after } : {}) });
@@ -77,6 +81,8 @@ async function moveDocument(
   } catch (err) {
     if (!(err instanceof UnknownCollectionError)) throw err; // dropped with its model: only a copy in the current one can be left
   }
+  const version = row.chunksJobId ?? undefined;
+  points = points.filter((p) => p.payload.chunk !== undefined && p.id === chunkPointId(row.source, p.payload.chunk, version));
   if (points.length > 0) {
     // A chunk without text cannot be embedded again; the document is then left as it is (its re-upload replaces it).
     if (points.some((p) => typeof p.payload.text !== "string" || p.payload.text === "")) return "skipped";

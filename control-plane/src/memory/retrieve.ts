@@ -10,6 +10,15 @@
 // copy. A vector left behind by a write that failed half-way, or by a delete
 // that raced one, can then never bring back text the user erased or corrected.
 //
+// A document chunk is kept the same way, by its row (documents): an upload's
+// chunks carry their ingest job in their id (memory/ingest.ts), and the row
+// names the job whose chunks are current. A chunk of another job (an older
+// upload's job that ended late, in another process, after the newer one) is
+// left out: it would otherwise answer with the replaced text while the
+// document shows the newer version. Chunks without a job (written before
+// versions existed, or by an ingestion that no upload made) count while no
+// row names a job for their source.
+//
 // Retrieval never fails a turn: when it cannot be done (the vector store is
 // down, no engine has an embedding model) the turn answers without context
 // and records why (RetrievalUnavailableError -> VECTOR_STORE_UNAVAILABLE on
@@ -17,13 +26,14 @@
 import { status } from "@grpc/grpc-js";
 import { EngineCallError, type InferenceEngineClient } from "../engines/clients";
 import type { EnginePool } from "../engines/pool";
+import type { DocumentRepository } from "../db/repositories/documents";
 import type { MemoryRepository } from "../db/repositories/memories";
 import { MEMORY_KIND, memorySource } from "./memories";
-import { collectionName, UnknownCollectionError, type ScoredPoint, type VectorStore } from "./vector/store";
+import { chunkPointId, collectionName, isVersionedChunk, UnknownCollectionError, type ScoredPoint, type VectorStore } from "./vector/store";
 
 /** A retrieved chunk as the reply cites it. */
 export interface RetrievedSource {
-  /** The point's id in the store (document chunks: "<source>#<chunk>"). */
+  /** The point's id in the store (document chunks: "<source>#<chunk>", and an upload's "<source>#<chunk>@<job>"). */
   id: string;
   source: string;
   kind: string;
@@ -57,6 +67,11 @@ export interface RetrieverOptions {
    * never taken at its payload's word.
    */
   memories: Pick<MemoryRepository, "byIds">;
+  /**
+   * The document rows, to check each document chunk against (see the file's
+   * comment). Without them chunks are taken at their payload's word.
+   */
+  documents?: Pick<DocumentRepository, "chunksJobs">;
 }
 
 /** Retrieval over the vector store, with query embeddings from the pool's engines. */
@@ -96,9 +111,9 @@ export class VectorRetriever implements Retriever {
     }
     const minScore = this.opts.minScore ?? 0;
     const kept = points.filter((p) => p.score > minScore);
-    const texts = await this.memoryTexts(userId, collection, kept);
+    const [texts, current] = await Promise.all([this.memoryTexts(userId, collection, kept), this.currentChunks(userId, kept)]);
     return kept.flatMap((p) => {
-      const text = p.payload.kind === MEMORY_KIND ? texts.get(p.id) : p.payload.text;
+      const text = p.payload.kind === MEMORY_KIND ? texts.get(p.id) : current(p) ? p.payload.text : undefined;
       if (!text) return [];
       return [
         {
@@ -112,6 +127,24 @@ export class VectorRetriever implements Retriever {
         },
       ];
     });
+  }
+
+  /** Whether a document chunk is of the version its row names (see the file's comment). */
+  private async currentChunks(userId: string, points: ScoredPoint[]): Promise<(p: ScoredPoint) => boolean> {
+    const docs = this.opts.documents;
+    const sources = points.filter((p) => p.payload.kind !== MEMORY_KIND).map((p) => p.payload.source);
+    if (!docs || sources.length === 0) return () => true;
+    let jobs: Map<string, string | null>;
+    try {
+      jobs = await docs.chunksJobs(userId, sources);
+    } catch (err) {
+      throw new RetrievalUnavailableError(`the documents could not be read: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+    }
+    return (p) => {
+      const job = jobs.get(p.payload.source);
+      if (!job) return !isVersionedChunk(p);
+      return p.payload.chunk !== undefined && p.id === chunkPointId(p.payload.source, p.payload.chunk, job);
+    };
   }
 
   /** The current text of each memory point whose row claims its vector in `collection` (by point id). */

@@ -26,19 +26,21 @@ export class DocumentRepository {
       where: { userId_source: { userId, source: d.source } },
       create: { userId, source: d.source, ...fields },
       update: { ...fields, status: "QUEUED", chunks: null, error: null, ingestedAt: null },
-      // `collection` stays: the old version's chunks are there until the new job replaces them.
+      // `collection` and `chunksJobId` stay: the old version's chunks are there, and the ones retrieval
+      // finds, until the new job is READY.
     });
   }
 
   /**
    * The job finished: READY with its chunk count, and the title found in the
-   * file (an HTML <title>, a PDF's) when the upload gave none. False when the
-   * row is gone or belongs to another job now.
+   * file (an HTML <title>, a PDF's) when the upload gave none; its chunks
+   * (the job's) become the document's current ones. False when the row is
+   * gone or belongs to another job now.
    */
   async ready(userId: string, source: string, jobId: string, chunks: number, collection: string, title?: string): Promise<boolean> {
     const { count } = await this.prisma.document.updateMany({
       where: { userId, source, jobId },
-      data: { status: "READY", chunks, collection, error: null, ingestedAt: new Date() },
+      data: { status: "READY", chunks, collection, chunksJobId: jobId, error: null, ingestedAt: new Date() },
     });
     if (count === 1 && title) await this.prisma.document.updateMany({ where: { userId, source, jobId, title: null }, data: { title } });
     return count === 1;
@@ -93,6 +95,19 @@ export class DocumentRepository {
   /** The user's document of that source, if any. */
   async bySource(userId: string, source: string): Promise<Document | undefined> {
     return (await this.prisma.document.findUnique({ where: { userId_source: { userId, source } } })) ?? undefined;
+  }
+
+  /**
+   * Retrieval: for each of `sources` the user has a row for, the job whose
+   * chunks are current (null when the row names none).
+   */
+  async chunksJobs(userId: string, sources: readonly string[]): Promise<Map<string, string | null>> {
+    if (sources.length === 0) return new Map();
+    const rows = await this.prisma.document.findMany({
+      where: { userId, source: { in: [...new Set(sources)] } },
+      select: { source: true, chunksJobId: true },
+    });
+    return new Map(rows.map((r) => [r.source, r.chunksJobId]));
   }
 
   /** Newest first. */

@@ -57,6 +57,7 @@ import {
   VectorStoreError,
   checkDim,
   checkFilter,
+  checkIds,
   checkListing,
   checkPoints,
   checkQuery,
@@ -310,6 +311,16 @@ export class PgVectorStore implements VectorStore {
     const n = await this.sql.execute(`DELETE FROM ${ident(info.name)} WHERE user_id = $1 AND source = $2`, [userId, source]);
     if (n === 0) throw new UnknownDocumentError(userId, source);
     return n;
+  }
+
+  async deletePoints(userId: string, collection: string, ids: readonly string[]): Promise<number> {
+    const info = await this.collection(collection);
+    checkIds(userId, ids);
+    if (ids.length === 0) return 0;
+    return this.sql.execute(`DELETE FROM ${ident(info.name)} WHERE user_id = $1 AND id = ANY(ARRAY(SELECT jsonb_array_elements_text($2::jsonb)))`, [
+      userId,
+      JSON.stringify(ids),
+    ]);
   }
 
   async listBySource(userId: string, collection: string, source: string, page: { limit?: number; after?: string } = {}): Promise<PointPage> {

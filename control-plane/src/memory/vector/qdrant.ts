@@ -24,6 +24,7 @@ import {
   VectorStoreError,
   checkDim,
   checkFilter,
+  checkIds,
   checkListing,
   checkPoints,
   checkQuery,
@@ -211,6 +212,18 @@ export class QdrantVectorStore implements VectorStore {
     if (count === 0) throw new UnknownDocumentError(userId, source);
     await this.client.delete(info.name, { wait: true, filter });
     return count;
+  }
+
+  async deletePoints(userId: string, collection: string, ids: readonly string[]): Promise<number> {
+    const info = await this.collection(collection);
+    checkIds(userId, ids);
+    if (ids.length === 0) return 0;
+    const uuids = [...new Set(ids)].map((id) => pointUuid(userId, id));
+    // Qdrant's delete does not say how many it removed: those found first are the count.
+    const found = await this.client.retrieve(info.name, { ids: uuids, with_payload: false, with_vector: false });
+    if (found.length === 0) return 0;
+    await this.client.delete(info.name, { wait: true, points: uuids });
+    return found.length;
   }
 
   async listBySource(userId: string, collection: string, source: string, page: { limit?: number; after?: string } = {}): Promise<PointPage> {

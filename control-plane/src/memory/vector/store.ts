@@ -91,6 +91,8 @@ export interface VectorStore {
   query(collection: string, vector: ArrayLike<number>, opts: QueryOptions): Promise<ScoredPoint[]>;
   /** Deletes the user's points from `source`; returns how many. UnknownDocumentError when there were none. */
   deleteBySource(userId: string, collection: string, source: string): Promise<number>;
+  /** Deletes the user's points of these ids (those that exist); returns how many. */
+  deletePoints(userId: string, collection: string, ids: readonly string[]): Promise<number>;
   /**
    * The user's points from `source`, without vectors (a model change re-embeds their texts: upkeep.ts), a page
    * of at most `limit` (default 256, at most 1000) at a time, in an order of the store's own; `after` is the
@@ -152,6 +154,53 @@ export async function deleteSourceIfAny(store: VectorStore, userId: string, coll
     return await store.deleteBySource(userId, collection, source);
   } catch (err) {
     if (err instanceof UnknownDocumentError) return 0;
+    throw err;
+  }
+}
+
+/**
+ * The point id of a document's chunk: "<source>#<chunk>", and with the
+ * version (the ingest job: memory/ingest.ts) "<source>#<chunk>@<version>".
+ * Ids are keys that upserts replace: with the version in the id, two
+ * uploads of a source never write the same point, so a late job of the
+ * older one cannot overwrite the newer one's chunks (it adds its own, which
+ * nothing vouches for: retrieve.ts).
+ */
+export function chunkPointId(source: string, chunk: number, version?: string): string {
+  return version === undefined ? `${source}#${chunk}` : `${source}#${chunk}@${version}`;
+}
+
+/** Whether the point is a document chunk written with a version (chunkPointId). */
+export function isVersionedChunk(p: { id: string; payload: MemoryPayload }): boolean {
+  return p.payload.chunk !== undefined && p.id.startsWith(`${chunkPointId(p.payload.source, p.payload.chunk)}@`);
+}
+
+/** Checks deletePoints's arguments. */
+export function checkIds(userId: string, ids: readonly string[]): void {
+  if (!nonEmpty(userId)) throw new InvalidVectorInputError(`deletePoints: userId is required`);
+  if (!Array.isArray(ids) || !ids.every(nonEmpty)) throw new InvalidVectorInputError(`deletePoints: ids must be an array of non-empty strings`);
+}
+
+/**
+ * Deletes the user's chunks of `source` in `collection` that were written
+ * with `version` (without one: the unversioned ones of chunkPointId);
+ * returns how many. 0 when there are none, or no such collection. Points of
+ * other versions stay, whatever their number.
+ */
+export async function deleteChunkVersion(store: VectorStore, userId: string, collection: string, source: string, version: string | undefined): Promise<number> {
+  const ids: string[] = [];
+  try {
+    for (let after: string | undefined; ; ) {
+      const page = await store.listBySource(userId, collection, source, { limit: 1000, ...(after ? { after } : {}) });
+      for (const p of page.points) if (p.payload.chunk !== undefined && p.id === chunkPointId(source, p.payload.chunk, version)) ids.push(p.id);
+      if (!page.next) break;
+      after = page.next;
+    }
+    let n = 0;
+    for (let i = 0; i < ids.length; i += 1000) n += await store.deletePoints(userId, collection, ids.slice(i, i + 1000));
+    return n;
+  } catch (err) {
+    if (err instanceof UnknownCollectionError) return 0;
     throw err;
   }
 }
