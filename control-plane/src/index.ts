@@ -46,7 +46,7 @@ export { TurnRunner, TurnHandle, type TurnResult, type RunnerOptions } from "./s
 export { ConversationLocks, ConversationBusyError } from "./sessions/locks";
 export * from "./memory";
 export { embedTexts, pickEmbeddingEngine, NoEmbeddingEngineError, type Embedded } from "./memory/embedder";
-export { Memories, InvalidMemoryError, MAX_MEMORY_CHARS, MEMORY_KIND, memorySource, type ScoredMemory } from "./memory/memories";
+export { Memories, InvalidMemoryError, MemoryAddNotUndoneError, MAX_MEMORY_CHARS, MEMORY_KIND, memorySource, type ScoredMemory } from "./memory/memories";
 export { applyOperations, extractMemories, parseOperations, EXTRACTION_SCHEMA, type ExtractionResult } from "./memory/extraction";
 export { summarizeConversation, type SummaryResult } from "./memory/summaries";
 export { INTERRUPTED, runUpkeep, type UpkeepOptions, type UpkeepResult } from "./memory/upkeep";

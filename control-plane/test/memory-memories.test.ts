@@ -10,7 +10,7 @@ import type { EnginePool } from "../src/engines/pool";
 import type { EngineProcess } from "../src/engines/process";
 import { silentLogger } from "../src/log";
 import { embedTexts } from "../src/memory/embedder";
-import { InvalidMemoryError, Memories, MEMORY_KIND, memorySource } from "../src/memory/memories";
+import { InvalidMemoryError, MemoryAddNotUndoneError, Memories, MEMORY_KIND, memorySource } from "../src/memory/memories";
 import { VectorRetriever } from "../src/memory/retrieve";
 import { PgVectorStore } from "../src/memory/vector";
 import { collectionName, type VectorStore } from "../src/memory/vector/store";
@@ -136,6 +136,62 @@ describe("memory: what Jota remembers about a user", function () {
 
     await memories.delete(u, memory.id);
     assert.equal(await points(u, memorySource(memory.id)), 0, "the delete found the vector through the row");
+  });
+
+  it("an add whose vector cannot be written leaves nothing: no row, no vector", async () => {
+    const u = await newUser("noa");
+    // The real store, whose writes fail as a lost connection to it would (its reads and deletes still work).
+    const failing: VectorStore = Object.create(store, {
+      upsert: {
+        value: async () => {
+          throw new Error("connection to the vector store lost");
+        },
+      },
+    });
+    await assert.rejects(new Memories(db.repos, failing, pool).add(u, { text: "Noa's flat is on the third floor" }), /connection to the vector store lost/);
+    assert.deepEqual((await db.repos.memories.list(u)).items, [], "the row is taken back");
+    assert.equal(await points(u), 0);
+    // Nothing left that would make the same text a duplicate: adding it again is a new memory.
+    assert.equal((await memories.add(u, { text: "Noa's flat is on the third floor" })).created, true);
+  });
+
+  it("an add whose vector was written but not claimed (the database lost meanwhile): the vector and the row are taken back", async () => {
+    const u = await newUser("ona");
+    const repos = {
+      ...db.repos,
+      memories: Object.create(db.repos.memories, {
+        setEmbedded: {
+          value: async () => {
+            throw new Error("connection to the database lost");
+          },
+        },
+      }),
+    };
+    await assert.rejects(new Memories(repos, store, pool).add(u, { text: "Ona collects stamps" }), /connection to the database lost/);
+    assert.deepEqual((await db.repos.memories.list(u)).items, []);
+    assert.equal(await points(u), 0, "the vector the failed add stored is gone too");
+  });
+
+  it("an add that cannot be taken back either: the error says which memory stays; it is unclaimed, and a delete finds it", async () => {
+    const u = await newUser("pau");
+    const lost = async () => {
+      throw new Error("connection to the database lost");
+    };
+    // The vector is stored, then the database goes: neither the claim nor the undo's delete of the row work.
+    const repos = { ...db.repos, memories: Object.create(db.repos.memories, { setEmbedded: { value: lost }, delete: { value: lost } }) };
+    const err: unknown = await new Memories(repos, store, pool).add(u, { text: "Pau's bike is blue" }).then(
+      () => assert.fail("the add succeeded"),
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof MemoryAddNotUndoneError, String(err));
+    assert.match(err.message, /could not be stored \(connection to the database lost\) and could not be taken back/);
+    const rows = (await db.repos.memories.list(u)).items;
+    assert.deepEqual(rows.map((r) => r.id), [err.memoryId], "the error names the memory that stays");
+    assert.equal(rows[0]!.embeddingModel, null, "not claimed: retrieval ignores it");
+    assert.equal(rows[0]!.collection, collection, "it names where its vector was");
+    assert.equal(await points(u), 0, "the undo deleted the vector before failing on the row");
+    await memories.delete(u, err.memoryId);
+    assert.deepEqual((await db.repos.memories.list(u)).items, []);
   });
 
   it("retrieval takes a memory point only at its row's word: the row's text, the user's row, a row that exists", async () => {

@@ -106,6 +106,59 @@ describe("memories: list, add, correct, forget (REST)", function () {
     assert.equal((await api(t, undefined, "GET", "/api/v1/memories")).status, 401);
   });
 
+  it("an add the vector store cannot take: 503 memory_unavailable, and nothing was added", async () => {
+    const w = await t.user("mem-store-down");
+    const store = t.stack.store!;
+    // The gateway's own store, whose writes fail as a lost connection would (reads and deletes still work).
+    // Only this user's: extraction jobs of the other tests' turns may be writing meanwhile.
+    const upsert = store.upsert.bind(store);
+    store.upsert = async (collection, points) => {
+      if (points.some((p) => p.payload.userId === w.userId)) throw Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:5432"), { code: "ECONNREFUSED" });
+      return upsert(collection, points);
+    };
+    try {
+      const r = await api(t, w.key, "POST", "/api/v1/memories", { text: "Mi perro se llama Tor" });
+      assert.equal(r.status, 503, r.text);
+      assert.equal(r.json.error.code, "memory_unavailable");
+      assert.deepEqual(r.json.error.details, {}, "no memory_id: nothing stays");
+      assert.ok(r.headers.get("retry-after"));
+    } finally {
+      delete (store as { upsert?: unknown }).upsert; // the prototype's again
+    }
+    assert.deepEqual((await api(t, w.key, "GET", "/api/v1/memories")).json.items, [], "listing shows no new memory");
+    assert.equal(await count(w.userId), 0);
+    const again = await api(t, w.key, "POST", "/api/v1/memories", { text: "Mi perro se llama Tor" });
+    assert.equal(again.status, 201, "a retry is a new memory, not the leftover of the failed one");
+    assert.equal(again.json.embedded, true);
+  });
+
+  it("an add that can be neither finished nor taken back: the 503 names the memory that stays (not embedded)", async () => {
+    const w = await t.user("mem-db-down");
+    const rows = t.stack.db.repos.memories;
+    // The vector is written, then the database goes: the row can neither claim it nor be deleted
+    // (only this user's: extraction jobs of the other tests' turns may be writing meanwhile).
+    const lost = <A extends unknown[], R>(f: (userId: string, ...rest: A) => Promise<R>) => async (userId: string, ...rest: A): Promise<R> => {
+      if (userId === w.userId) throw Object.assign(new Error("Connection terminated unexpectedly"), { code: "57P01" });
+      return f.call(rows, userId, ...rest);
+    };
+    Object.assign(rows, { setEmbedded: lost(rows.setEmbedded), delete: lost(rows.delete) });
+    let r;
+    try {
+      r = await api(t, w.key, "POST", "/api/v1/memories", { text: "Mi gata se llama Mora" });
+    } finally {
+      delete (rows as { setEmbedded?: unknown }).setEmbedded;
+      delete (rows as { delete?: unknown }).delete;
+    }
+    assert.equal(r.status, 503, r.text);
+    assert.equal(r.json.error.code, "memory_unavailable");
+    assert.match(r.json.error.message, /memory \S+ stays, not yet embedded/, "the message does not say nothing changed");
+    const listed = (await api(t, w.key, "GET", "/api/v1/memories")).json.items;
+    assert.deepEqual(r.json.error.details, { memory_id: listed[0]?.id, embedded: false });
+    assert.deepEqual(listed.map((m: { text: string; embedded: boolean }) => [m.text, m.embedded]), [["Mi gata se llama Mora", false]]);
+    assert.equal((await api(t, w.key, "DELETE", `/api/v1/memories/${r.json.error.details.memory_id}`)).status, 204);
+    assert.equal(await count(w.userId), 0);
+  });
+
   it("after a chat turn the extraction job reads the conversation; what it stored is what the API lists", async () => {
     const w = await t.user("mem-extract");
     const chat = await api(t, w.key, "POST", "/api/v1/chat", { content: "Me llamo Iker y soy profesor de música en Vitoria.", options: { max_tokens: 8 } });

@@ -9,8 +9,12 @@
 // delete finds the vector, and retrieval (which uses only vectors their row
 // claims, with the row's text) never shows a stale one.
 // - add: embed (no write yet), the row naming the collection, the vector,
-//   then the row claims it. A failure or crash after the row leaves it
-//   unclaimed: nightly upkeep embeds it.
+//   then the row claims it. A failure after the row is undone as a delete
+//   would (the vector, which the failed write may have stored, then the row),
+//   so a failed add leaves nothing; only when that undo fails too (or a crash
+//   comes first) does the row stay, unclaimed and naming where its vector may
+//   be: retrieval ignores it, a delete finds its vector, nightly upkeep
+//   embeds it, and the caller is told so (MemoryAddNotUndoneError).
 // - update: the row's new text first (unclaimed, still naming its vector's
 //   collection); a vector in another collection (another model's) is then
 //   deleted and the row names the new one, as for any store; then the new
@@ -49,6 +53,30 @@ export class InvalidMemoryError extends Error {
   constructor(message: string) {
     super(message);
     this.name = "InvalidMemoryError";
+  }
+}
+
+/**
+ * An add failed (`cause`) after its row was written, and undoing it failed too
+ * (`undoError`: the database or the store is down), or the row was corrected
+ * meanwhile: the memory `memoryId` stays. It is not claimed (retrieval does
+ * not use it), it names where its vector may be (deleting it removes that),
+ * and upkeep embeds it. Unlike `cause` alone, this is not "nothing changed".
+ */
+export class MemoryAddNotUndoneError extends Error {
+  constructor(
+    readonly memoryId: string,
+    override readonly cause: unknown,
+    readonly undoError?: unknown,
+  ) {
+    const why = (e: unknown) => (e instanceof Error ? e.message : String(e));
+    super(
+      `the memory could not be stored (${why(cause)}) and ` +
+        (undoError === undefined
+          ? `was corrected meanwhile: memory ${memoryId} stays, with the corrected text (deleting it forgets it)`
+          : `could not be taken back (${why(undoError)}): memory ${memoryId} stays, not yet embedded (retrieval does not use it until upkeep embeds it; deleting it forgets it)`),
+    );
+    this.name = "MemoryAddNotUndoneError";
   }
 }
 
@@ -98,7 +126,32 @@ export class Memories {
     if (same) return { memory: same, created: false };
     const e = await this.embed([text]);
     const row = await this.rows.create(userId, { ...m, text }, e.collection);
-    return { memory: await this.#storeVector(row, e, 0), created: true };
+    try {
+      return { memory: await this.#storeVector(row, e, 0), created: true };
+    } catch (err) {
+      throw await this.#undoAdd(row, err);
+    }
+  }
+
+  /**
+   * Takes back the row of an add whose vector could not be stored, as a delete would: the vector first (the
+   * failed write may have stored it; the row names its collection), then the row, so no vector is ever left
+   * without a row naming it. Returns what the add should throw: `cause` when nothing is left, otherwise a
+   * MemoryAddNotUndoneError (the undo failed, and the row stays as the file's comment says; or the row was
+   * corrected meanwhile, which makes it its corrector's, not this add's to take back).
+   */
+  async #undoAdd(row: Memory, cause: unknown): Promise<unknown> {
+    try {
+      const now = (await this.rows.byIds(row.userId, [row.id]))[0];
+      if (!now) return cause; // gone already (deleted meanwhile: its delete took its vector)
+      if (now.hash !== row.hash || now.updatedAt.getTime() !== row.updatedAt.getTime()) return new MemoryAddNotUndoneError(row.id, cause);
+      // Citations too: upkeep may have embedded and claimed the row meanwhile, and a turn cited it.
+      await this.#forget(now, true);
+      return cause;
+    } catch (undoError) {
+      if (undoError instanceof NotFoundError) return cause; // deleted while this undid it
+      return new MemoryAddNotUndoneError(row.id, cause, undoError);
+    }
   }
 
   /** New text for a memory of the user (NotFoundError if it is not theirs). */

@@ -11,7 +11,9 @@
 // (jobs/memory.ts); these routes write through the same Memories service,
 // which keeps each row's vector in step (an add or a correction embeds the
 // text: one Embed call, in the request). Forgetting deletes the vector before
-// the row: a 204 means the memory can no longer be retrieved.
+// the row: a 204 means the memory can no longer be retrieved. An add whose
+// vector cannot be stored takes its row back (503, nothing changed); when that
+// fails too, the 503 names the memory that stays (details.memory_id).
 import { Router } from "express";
 import type { Memory } from "@prisma/client";
 import { z } from "zod";
@@ -22,6 +24,7 @@ import {
   InvalidMemoryError,
   InvalidVectorInputError,
   MAX_MEMORY_CHARS,
+  MemoryAddNotUndoneError,
   NoEmbeddingEngineError,
   VectorStoreError,
   type Memories,
@@ -63,6 +66,10 @@ function memoryView(m: Memory): z.output<typeof MemoryView> {
 
 const idMemory = { id: { description: "The memory id.", schema: Id } };
 const UNAVAILABLE = "503 memory_unavailable when the vector store or an embedding engine cannot be used now: then nothing is changed.";
+const ADD_UNAVAILABLE =
+  "503 memory_unavailable when the vector store or an embedding engine cannot be used now: then nothing is changed, " +
+  "unless the error's details name a `memory_id`: the memory was written but neither its vector nor taking it back succeeded (the database or the store is down), " +
+  "so it stays, listed with `embedded: false`; retrieval does not use it until upkeep embeds it, and deleting it forgets it.";
 
 export const memoryRoutes = {
   list: {
@@ -80,7 +87,7 @@ export const memoryRoutes = {
     path: "/memories",
     operationId: "createMemory",
     summary: "Remember a fact about the caller",
-    description: `A memory with the same text (ignoring case and spacing) is answered instead of a second one (200). ${UNAVAILABLE}`,
+    description: `A memory with the same text (ignoring case and spacing) is answered instead of a second one (200). ${ADD_UNAVAILABLE}`,
     tags: ["memory"],
     auth: "memory",
     body: MemoryBody,
@@ -150,14 +157,26 @@ async function guarded<T>(op: () => Promise<T>): Promise<T> {
     return await op();
   } catch (err) {
     if (err instanceof InvalidMemoryError) throw ApiError.validation("text", err.message);
-    if (err instanceof NoEmbeddingEngineError || err instanceof EngineUnavailableError || err instanceof EngineCallError)
-      throw new ApiError(503, "memory_unavailable", `no engine could embed the memory: ${err.message}`, {}, { "Retry-After": "5" });
-    // A store that refuses what it is given (a dimension mismatch) is a fault to fix, not to wait out.
-    if (err instanceof VectorStoreError && !(err instanceof DimensionMismatchError || err instanceof InvalidVectorInputError))
-      throw new ApiError(503, "memory_unavailable", `the vector store failed: ${err.message}`, {}, { "Retry-After": "30" });
-    if (isStoreConnectionError(err)) throw new ApiError(503, "memory_unavailable", `the vector store is unreachable: ${(err as Error).message}`, {}, { "Retry-After": "30" });
-    throw err; // NotFoundError (404), and anything else: a 500 without its message
+    if (err instanceof MemoryAddNotUndoneError) {
+      // Something did change: the memory's row stays (not embedded). The status is the outage's, the message and
+      // details say what is left, so the client does not take the 503 for "nothing changed".
+      const down = unavailable(err.cause);
+      if (!down) throw err; // a fault, not an outage: a 500 (the row's state is in the server's log)
+      throw new ApiError(503, "memory_unavailable", err.message, { memory_id: err.memoryId, embedded: false }, down.headers);
+    }
+    throw unavailable(err) ?? err; // NotFoundError (404), and anything else: a 500 without its message
   }
+}
+
+/** The 503 for a part of the memory service that is down (nothing changed), or undefined for any other error. */
+function unavailable(err: unknown): ApiError | undefined {
+  if (err instanceof NoEmbeddingEngineError || err instanceof EngineUnavailableError || err instanceof EngineCallError)
+    return new ApiError(503, "memory_unavailable", `no engine could embed the memory: ${err.message}`, {}, { "Retry-After": "5" });
+  // A store that refuses what it is given (a dimension mismatch) is a fault to fix, not to wait out.
+  if (err instanceof VectorStoreError && !(err instanceof DimensionMismatchError || err instanceof InvalidVectorInputError))
+    return new ApiError(503, "memory_unavailable", `the vector store failed: ${err.message}`, {}, { "Retry-After": "30" });
+  if (isStoreConnectionError(err)) return new ApiError(503, "memory_unavailable", `the vector store is unreachable: ${(err as Error).message}`, {}, { "Retry-After": "30" });
+  return undefined;
 }
 
 /**
