@@ -2,12 +2,13 @@
 // answers 202 PROCESSING and the turn runs on: it can be polled
 // (GET /requests/{id}), streamed as SSE from its first event
 // (GET /requests/{id}/events, resumable with Last-Event-ID; from the
-// database once the runner no longer holds it) and aborted
+// database once the runner no longer holds it; 204 to a client that has the
+// last event, so an EventSource stops reconnecting) and aborted
 // (POST /requests/{id}/abort). A conversation with a running turn refuses
 // another turn and its deletion (409).
 import assert from "node:assert/strict";
 import { chatRoutes } from "../src/api/chat";
-import { requestRoutes, TurnEventWire } from "../src/api/requests";
+import { FINAL_EVENT_ID, requestRoutes, TurnEventWire } from "../src/api/requests";
 import { ErrorBody } from "../src/api/schemas";
 import { api, startTestGateway, type TestGateway, type TestUser } from "./helpers/gateway";
 
@@ -15,7 +16,8 @@ import { api, startTestGateway, type TestGateway, type TestUser } from "./helper
 const NO_RATE_LIMIT = { JOTA_RATE_LIMIT: "1000000", JOTA_RATE_BURST: "1000000" };
 
 interface SseEvent {
-  id: number | undefined;
+  /** A sequence number, FINAL_EVENT_ID, or none. */
+  id: number | string | undefined;
   event: string;
   data: TurnEventWire;
 }
@@ -42,7 +44,7 @@ async function readSse(res: Response, until?: (ev: SseEvent) => boolean): Promis
         fields[line.slice(0, i)] = line.slice(i + 2);
       }
       if (!fields.event) continue;
-      const ev = { id: fields.id === undefined ? undefined : Number(fields.id), event: fields.event, data: TurnEventWire.parse(JSON.parse(fields.data!)) };
+      const ev = { id: fields.id === undefined ? undefined : /^\d+$/.test(fields.id) ? Number(fields.id) : fields.id, event: fields.event, data: TurnEventWire.parse(JSON.parse(fields.data!)) };
       assert.equal(ev.event, ev.data.type, "event: is the type of data:");
       out.push(ev);
       if (until?.(ev)) {
@@ -91,6 +93,27 @@ describe("REST POST /api/v1/chat past the synchronous limit, and /requests", fun
       assert.equal(r.status, 200);
       return ["COMPLETED", "FAILED", "ABORTED"].includes(r.json.status) ? requestRoutes.get.responses[200].schema.parse(r.json) : undefined;
     });
+
+  /**
+   * Follows the stream as an EventSource does: after each end it reconnects with the last id it saw (an event
+   * without one leaves it as it was), until a 204 or `max` connections.
+   */
+  async function followLikeEventSource(user: TestUser, id: string, lastId?: string, max = 4) {
+    const got: SseEvent[] = [];
+    for (let connections = 1; connections <= max; connections++) {
+      const res = await events(user, id, lastId === undefined ? {} : { "last-event-id": lastId });
+      if (res.status === 204) {
+        assert.equal(await res.text(), "");
+        return { got, connections, stopped: true };
+      }
+      assert.equal(res.status, 200);
+      for (const ev of await readSse(res)) {
+        got.push(ev);
+        if (ev.id !== undefined) lastId = String(ev.id);
+      }
+    }
+    return { got, connections: max, stopped: false };
+  }
 
   /** Starts a turn long enough to act on while it runs (it fills the context unless aborted). */
   async function longTurn(user: TestUser, conversationId?: string) {
@@ -195,6 +218,47 @@ describe("REST POST /api/v1/chat past the synchronous limit, and /requests", fun
     assert.equal(await t.stack.db.prisma.message.count({ where: { conversationId: p.conversation_id } }), 0);
   });
 
+  it("a client that has the last event gets 204, whether the runner holds the turn or let it go; the final event from the database has a stable id", async () => {
+    const r = await api(t, alice.key, "POST", "/api/v1/chat", { content: "Name three colours", options: { max_tokens: 40 } });
+    assert.equal(r.status, 202, r.text);
+    const id: string = r.json.request_id;
+    const done = await final(alice, id);
+    assert.equal(done.status, "COMPLETED");
+
+    // Held by the runner: the whole live stream once, then 204 (an EventSource stops there).
+    const live = await followLikeEventSource(alice, id);
+    assert.equal(live.stopped, true, `stopped after ${live.connections} connections`);
+    assert.equal(live.connections, 2);
+    const lastLive = live.got.length - 1;
+    assert.deepEqual(live.got.map((e) => e.id), live.got.map((_, i) => i), "live ids are the sequence numbers");
+    assert.equal(live.got[lastLive]!.data.type, "done");
+    assert.equal((await events(alice, id, { "last-event-id": String(lastLive + 5) })).status, 204, "past the last is nothing more too");
+    const tail = await readSse(await events(alice, id, { "last-event-id": String(lastLive - 1) }));
+    assert.deepEqual(tail, live.got.slice(-1), "an earlier id still gets the rest");
+
+    // The runner lets the turn go (its keep time is over): from now on the stream is built from the database.
+    const handle = t.stack.runner.find(alice.userId, id)!;
+    handle.finishedAt = 0;
+    (t.stack.runner as unknown as { sweep(): void }).sweep();
+    assert.equal(t.stack.runner.find(alice.userId, id), undefined);
+
+    const fresh = await followLikeEventSource(alice, id);
+    assert.equal(fresh.stopped, true, `an EventSource is stopped, not fed the final event ${fresh.got.length} times`);
+    assert.deepEqual(fresh.got.map((e) => [e.id, e.data.type]), [[FINAL_EVENT_ID, "done"]], "the final event once, with its stable id");
+    const ev = fresh.got[0]!.data;
+    assert.ok(ev.type === "done");
+    assert.equal(ev.text, done.reply!.content, "the whole reply");
+    assert.equal(ev.reply_message_id, done.reply!.message_id);
+
+    // A client that followed the live stream to its end: the final event once more (nothing says it had it), then 204.
+    const resumed = await followLikeEventSource(alice, id, String(lastLive));
+    assert.equal(resumed.stopped, true);
+    assert.deepEqual(resumed.got.map((e) => [e.id, e.data]), [[FINAL_EVENT_ID, ev]]);
+    assert.equal((await events(alice, id, { "last-event-id": FINAL_EVENT_ID })).status, 204);
+    // Another user's request is still not found, whatever the Last-Event-ID.
+    assertStatus(await api(t, bob.key, "GET", `/api/v1/requests/${id}/events`, undefined, { "last-event-id": FINAL_EVENT_ID }), 404);
+  });
+
   it("a request the runner does not hold (e.g. from before a restart) streams one final event from the database; one still in flight is a 409", async () => {
     const repos = t.stack.db.repos;
     const conv = await repos.conversations.create(alice.userId, { title: "old" });
@@ -202,7 +266,7 @@ describe("REST POST /api/v1/chat past the synchronous limit, and /requests", fun
     await repos.requests.endTurn(alice.userId, request.id, { status: "COMPLETED", reply: { content: "stored answer" }, finishReason: "stop", completionTokens: 2 });
     const evs = await readSse(await events(alice, request.id));
     assert.equal(evs.length, 1);
-    assert.equal(evs[0]!.id, undefined, "not part of a live sequence");
+    assert.equal(evs[0]!.id, FINAL_EVENT_ID, "not part of a live sequence: the id of a final event from the database");
     const ev = evs[0]!.data;
     assert.ok(ev.type === "done");
     assert.equal(ev.status, "COMPLETED");

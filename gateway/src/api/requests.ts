@@ -9,10 +9,15 @@
 //
 // Events come from the turn runner while it holds the turn (running, or
 // finished within its keep time): each has `id: <n>`, its sequence number,
-// so a client reconnecting with Last-Event-ID gets only what it missed. Once
-// the runner has let the turn go, the database is the truth and the stream
-// is one final event (done or error) built from it; that event carries the
-// whole reply, so a client can always replace what it had with it.
+// so a client reconnecting with Last-Event-ID gets only what it missed, and
+// one that has the last event of a finished turn gets 204 No Content (which
+// tells an EventSource to stop reconnecting). Once the runner has let the
+// turn go, the database is the truth and the stream is one final event (done
+// or error) built from it; that event carries the whole reply, so a client
+// can always replace what it had with it. Its sequence number is not known
+// any more, so its id is FINAL_EVENT_ID ("final"), the same on every replay:
+// a reconnect carrying it gets 204; one carrying a number (or none) gets the
+// final event, since nothing says whether the client had the live one.
 import { Router, type Request as HttpRequest, type Response } from "express";
 import type { Message, Request as DbRequest } from "@prisma/client";
 import type { TurnEvent, TurnHandle } from "@jota/control-plane";
@@ -236,6 +241,13 @@ function finalEventFromDb(v: RequestView, userMessageId: string | null): TurnEve
   };
 }
 
+/**
+ * The id of the final event built from the database: not a sequence number (those are only known while the
+ * runner holds the turn), but the same on every replay, so that a client reconnecting with it learns it has
+ * the end (204) instead of getting the final event again and again.
+ */
+export const FINAL_EVENT_ID = "final";
+
 export const links = (requestId: string) => ({
   self: `/api/v1/requests/${requestId}`,
   events: `/api/v1/requests/${requestId}/events`,
@@ -276,12 +288,16 @@ export const requestRoutes = {
     description:
       "Every event from the turn's first (accepted, started, delta…, done | error), then live ones until its end; `event:` is the type and `data:` the JSON below. " +
       "Each event has `id: <n>`: reconnect with `Last-Event-ID: <n>` to get only the later ones. " +
-      "When the server no longer holds the turn in memory, the stream is one final event built from the database. " +
+      `When the server no longer holds the turn in memory, the stream is one final event built from the database, with \`id: ${FINAL_EVENT_ID}\`. ` +
+      `204 (no stream) when the turn has ended and \`Last-Event-ID\` is its last event's (its sequence number, or \`${FINAL_EVENT_ID}\`): there is nothing more, and an EventSource stops reconnecting. ` +
       "Stopping reading does not stop the turn (POST /requests/{id}/abort does). 409 when the turn is still running but not on this server.",
     tags: ["requests"],
     auth: "chat",
     params: idParamDoc,
-    responses: { 200: { description: "An SSE stream; each `data:` is one TurnEvent.", contentType: "text/event-stream", schema: TurnEventWire } },
+    responses: {
+      200: { description: "An SSE stream; each `data:` is one TurnEvent.", contentType: "text/event-stream", schema: TurnEventWire },
+      204: { description: "The turn has ended and the client has its last event (`Last-Event-ID`): nothing more to send." },
+    },
     errors: [400, 409],
   },
   abort: {
@@ -321,16 +337,23 @@ export function requestsRouter(ctx: GatewayContext): Router {
     const id = idParam(req, "id", "request");
     const after = lastEventId(req);
     const handle = ctx.stack.runner.find(p.userId, id);
-    if (handle) return streamHandle(res, handle, after);
+    if (handle) {
+      // `final` comes only from a replay of a turn that had ended; for one running here it says nothing: all of it.
+      if (handle.finished && (after === FINAL_EVENT_ID || after >= (await eventCount(handle)) - 1)) return res.status(204).end();
+      return streamHandle(res, handle, after === FINAL_EVENT_ID ? -1 : after);
+    }
     const [stored, messages] = await Promise.all([ctx.repos.requests.get(p.userId, id), ctx.repos.messages.ofRequest(p.userId, id)]);
     if (!FINAL_STATUSES.includes(stored.status))
       throw new ApiError(409, "conflict", `request ${id} is ${stored.status} but not running on this server; poll GET /api/v1/requests/${id}`, {
         request_id: id,
         status: stored.status,
       });
+    // `final`: the client has this very event from an earlier replay. A number may be the live stream's last event
+    // or an earlier one (which is not known any more): the final event again, which replaces what the client had.
+    if (after === FINAL_EVENT_ID) return res.status(204).end();
     const view = requestView(stored, messages);
     openSse(res);
-    await send(res, undefined, finalEventFromDb(view, messages.find((m) => m.role === "USER")?.id ?? null));
+    await send(res, FINAL_EVENT_ID, finalEventFromDb(view, messages.find((m) => m.role === "USER")?.id ?? null));
     res.end();
   });
 
@@ -352,11 +375,18 @@ export function requestsRouter(ctx: GatewayContext): Router {
   return r;
 }
 
-/** Last-Event-ID: the id of the last event the client has (a sequence number). */
-function lastEventId(req: HttpRequest): number {
+/** Last-Event-ID: the id of the last event the client has (a sequence number, or FINAL_EVENT_ID); -1 for none. */
+function lastEventId(req: HttpRequest): number | typeof FINAL_EVENT_ID {
   const h = req.headers["last-event-id"];
   if (h === undefined) return -1;
-  return check(z.coerce.number().int().min(0), h, "last-event-id");
+  return check(z.union([z.literal(FINAL_EVENT_ID), z.coerce.number().int().min(0)]), h, "last-event-id");
+}
+
+/** How many events a finished turn had (its log, in memory: this does not wait). */
+async function eventCount(handle: TurnHandle): Promise<number> {
+  let n = 0;
+  for await (const _ of handle.events()) n++;
+  return n;
 }
 
 function openSse(res: Response) {
@@ -371,9 +401,9 @@ function openSse(res: Response) {
 }
 
 /** Writes one event, waiting while the socket's buffer is full (a slow reader never grows memory here). */
-async function send(res: Response, id: number | undefined, ev: TurnEventWire): Promise<void> {
+async function send(res: Response, id: number | typeof FINAL_EVENT_ID, ev: TurnEventWire): Promise<void> {
   if (res.writableEnded || res.destroyed) return;
-  const frame = `${id === undefined ? "" : `id: ${id}\n`}event: ${ev.type}\ndata: ${JSON.stringify(ev)}\n\n`;
+  const frame = `id: ${id}\nevent: ${ev.type}\ndata: ${JSON.stringify(ev)}\n\n`;
   if (!res.write(frame)) await new Promise<void>((r) => {
     const done = () => {
       res.off("drain", done);
