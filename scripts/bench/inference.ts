@@ -1,11 +1,17 @@
 // npm run bench:inference — jota-inference against llama.cpp's own tools, in
 // one run, on the bench model (SmolLM2-135M shapes, random weights), 2 threads:
 //   1. llama-bench: prefill (-p 512) rate;
-//   2. single stream: llama-bench token generation (-n 128, one repetition)
-//      and the engine's decode rate measured by a gRPC client, rotated
+//   2. single stream: llama-bench token generation (-n 128, one repetition,
+//      at the depth of the engine's prompt: -d with its token count) and the
+//      engine's decode rate measured by a gRPC client, rotated
 //      SINGLE_ROUNDS times (BENCH_SINGLE_ROUNDS, default 7), so that drift on a
 //      shared machine (the same engine measured 79-100 t/s within one run)
 //      hits both alike; single_ratio is the median of the per-round ratios.
+//      The depth matters: each generated token attends to everything before
+//      it, and on the bench model decoding after the ~50-token prompt was
+//      measured 3-5% slower than from an empty context (llama-bench -d 50 vs
+//      -d 0, alternated, 6 pairs). llama-bench's plain tg128 (depth 0) is
+//      still run and reported (llama_bench_tps_d0, single_ratio_d0).
 //      Each round also runs the same request through jota-generate-client
 //      (engines/tools/generate_client.cpp), a C++ gRPC client: on this
 //      2-core machine a client's CPU per streamed token (reported:
@@ -117,11 +123,15 @@ function nativeGenerate(address: string, prompt: number[]): { tokens: number[]; 
   return { tokens: out.tokens, decodeTps: out.decode_tps, cpuMsPerToken: out.client_cpu_ms / Math.max(1, out.tokens.length) };
 }
 
-/** llama-bench's rate for one test: prefill of `prompt` tokens or generation of `gen`, averaged over `reps`. */
-function llamaBench(prompt: number, gen: number, reps: number): number {
+/**
+ * llama-bench's rate for one test: prefill of `prompt` tokens or generation
+ * of `gen`, averaged over `reps`; `depth` tokens are put in the context first,
+ * untimed (llama-bench -d).
+ */
+function llamaBench(prompt: number, gen: number, reps: number, depth = 0): number {
   const r = spawnSync(
     requireFile(buildBin("llama-bench")),
-    ["-m", model, "-t", String(THREADS), "-p", String(prompt), "-n", String(gen), "-r", String(reps), "-o", "json"],
+    ["-m", model, "-t", String(THREADS), "-p", String(prompt), "-n", String(gen), "-d", String(depth), "-r", String(reps), "-o", "json"],
     { encoding: "utf8" },
   );
   if (r.status !== 0) throw new Error(`llama-bench failed: ${r.stderr}`);
@@ -165,6 +175,7 @@ async function main() {
   // first, unmeasured, warms its caches as llama-bench's own warm-up does.
   await engineGenerate(client, req(prompt));
   const tg: number[] = [];
+  const tg0: number[] = [];
   const singles: number[] = [];
   const natives: number[] = [];
   const nodeCpu: number[] = [];
@@ -176,7 +187,10 @@ async function main() {
   };
   for (let r = 0; r < SINGLE_ROUNDS; r++) {
     const steps = [
-      () => tg.push(llamaBench(0, GEN, 1)),
+      () => {
+        tg.push(llamaBench(0, GEN, 1, prompt.length));
+        tg0.push(llamaBench(0, GEN, 1));
+      },
       async () => {
         const t = await engineGenerate(client, req(prompt));
         sameIds(t.tokens);
@@ -192,7 +206,7 @@ async function main() {
     ];
     for (let k = 0; k < steps.length; k++) await steps[(r + k) % steps.length]!();
     log(
-      `round ${r + 1}: llama-bench tg${GEN} ${round(tg[r]!)} t/s, engine ${round(singles[r]!)} t/s (Node client, ratio ${round(singles[r]! / tg[r]!, 3)}), ` +
+      `round ${r + 1}: llama-bench tg${GEN} ${round(tg[r]!)} t/s at depth ${prompt.length} (${round(tg0[r]!)} at 0), engine ${round(singles[r]!)} t/s (Node client, ratio ${round(singles[r]! / tg[r]!, 3)}), ` +
         `${round(natives[r]!)} t/s (C++ client, ratio ${round(natives[r]! / tg[r]!, 3)})`,
     );
   }
@@ -200,9 +214,11 @@ async function main() {
   const benchTg = median(tg);
   const singleRatio = median(singles.map((x, i) => x / tg[i]!));
   const nativeRatio = median(natives.map((x, i) => x / tg[i]!));
+  const singleRatioD0 = median(singles.map((x, i) => x / tg0[i]!));
   log(
-    `single stream: engine ${round(engineTps)} t/s (Node client), ${round(median(natives))} t/s (C++ client), llama-bench ${round(benchTg)} t/s (medians); ` +
-      `per-round ratio medians ${round(singleRatio, 3)} / ${round(nativeRatio, 3)}`,
+    `single stream: engine ${round(engineTps)} t/s (Node client), ${round(median(natives))} t/s (C++ client), llama-bench ${round(benchTg)} t/s ` +
+      `at depth ${prompt.length}, ${round(median(tg0))} at 0 (medians); per-round ratio medians ${round(singleRatio, 3)} / ${round(nativeRatio, 3)} ` +
+      `(Node client against depth 0: ${round(singleRatioD0, 3)})`,
   );
 
   // 3. Four concurrent streams: all completion tokens over the wall time of the batch.
@@ -266,8 +282,14 @@ async function main() {
       engine_tps: round(engineTps),
       llama_bench_tps: round(benchTg),
       llama_bench_pp512_tps: round(pp512),
+      // llama-bench's tg at the depth of the engine's prompt (the same work) ...
+      llama_bench_depth: prompt.length,
       single_ratio: round(singleRatio, 3),
       single_ratio_of_medians: round(engineTps / benchTg, 3),
+      // ... and its plain tg128 from an empty context, which the engine's
+      // request cannot match (its prompt comes first)
+      llama_bench_tps_d0: round(median(tg0)),
+      single_ratio_d0: round(singleRatioD0, 3),
       engine_tps_native_client: round(median(natives)),
       single_ratio_native: round(nativeRatio, 3),
       // each client's own CPU per streamed token: on 2 cores it is taken from
