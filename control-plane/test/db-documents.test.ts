@@ -10,7 +10,7 @@ describeBackends("documents", (fx) => {
     const u = await db.repos.users.create({ username: "d" });
     const first = await db.repos.documents.queue(u.id, { source: "a.md", title: "A", mediaType: "text/markdown", bytes: 12, jobId: "j1" });
     assert.deepEqual([first.status, first.kind, first.chunks], ["QUEUED", "document", null]);
-    assert.equal(await db.repos.documents.ready(u.id, "a.md", "j1", 4, "memory_x_8"), true);
+    assert.equal(await db.repos.documents.ready(u.id, "a.md", "j1", 4, "memory_x_8", "j1"), true);
     const ready = await db.repos.documents.get(u.id, first.id);
     assert.deepEqual([ready.status, ready.chunks, ready.ingestedAt instanceof Date], ["READY", 4, true]);
 

@@ -124,7 +124,7 @@ const CASES: Record<string, Record<string, [Outcome, (r: Repositories, intruder:
   documents: {
     queue: ["empty", async (r, i) => (await r.documents.list(i)).items.filter((d) => d.userId !== i)],
     // The intruder's own row has the same source and job id: only the victim's must stay untouched.
-    ready: ["empty", async (r, i) => ((await r.documents.ready(i, "notes.md", "job-1", 3, "c")) ? [] : ["intruder's own row not found"])],
+    ready: ["empty", async (r, i) => ((await r.documents.ready(i, "notes.md", "job-1", 3, "c", "job-1")) ? [] : ["intruder's own row not found"])],
     failed: ["empty", async (r, i) => ((await r.documents.failed(i, "notes.md", "job-1", "x")) ? [] : ["intruder's own row not found"])],
     chunksIn: [
       "empty",
@@ -141,13 +141,13 @@ const CASES: Record<string, Record<string, [Outcome, (r: Repositories, intruder:
         return [];
       },
     ],
-    // A source only the victim has, READY: the intruder learns nothing of its current job.
-    chunksJobs: [
+    // A source only the victim has, READY: the intruder learns nothing of its current version.
+    chunksVersions: [
       "empty",
       async (r, i, v) => {
         await r.documents.queue(v.userId, { source: "victim-chunks.md", mediaType: "text/markdown", bytes: 10, jobId: "job-v" });
-        await r.documents.ready(v.userId, "victim-chunks.md", "job-v", 1, "c");
-        return [...(await r.documents.chunksJobs(i, ["victim-chunks.md", "notes.md"])).entries()].filter(([source]) => source === "victim-chunks.md");
+        await r.documents.ready(v.userId, "victim-chunks.md", "job-v", 1, "c", "job-v");
+        return [...(await r.documents.chunksVersions(i, ["victim-chunks.md", "notes.md"])).entries()].filter(([source]) => source === "victim-chunks.md");
       },
     ],
     get: ["not found", (r, i, v) => r.documents.get(i, v.documentId)],

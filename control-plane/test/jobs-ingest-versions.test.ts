@@ -16,6 +16,7 @@ import type { EnginePool } from "../src/engines/pool";
 import type { EngineProcess } from "../src/engines/process";
 import { documentStillWanted, documentTracker } from "../src/jobs/documents";
 import { ingestJobId } from "../src/jobs/queues";
+import { uploadVersion } from "../src/jobs/worker";
 import { silentLogger } from "../src/log";
 import { ingestDocument, type IngestDocument, type IngestResult } from "../src/memory/ingest";
 import { VectorRetriever } from "../src/memory/retrieve";
@@ -60,14 +61,17 @@ describe("jobs: an older upload's job that writes after the newer one's, in anot
   interface Upload {
     doc: IngestDocument;
     jobId: string;
+    /** As the worker makes it from the job (its id and creation time). */
+    version: string;
   }
 
-  /** An upload as the gateway makes it: the row naming the job first. */
+  /** An upload as the gateway makes it: the row naming the job first; its job created now. */
+  let created = Date.now();
   async function upload(userId: string, source: string, text: string): Promise<Upload> {
     const doc: IngestDocument = { userId, source, text, mediaType: "text/plain" };
     const jobId = ingestJobId(doc);
     const row = await db.repos.documents.queue(userId, { source, mediaType: "text/plain", bytes: text.length, jobId });
-    return { doc: { ...doc, documentId: row.id }, jobId };
+    return { doc: { ...doc, documentId: row.id }, jobId, version: uploadVersion(jobId, ++created) };
   }
 
   const ids = (u: Upload) => ({ jobId: u.jobId, userId: u.doc.userId, source: u.doc.source, documentId: u.doc.documentId! });
@@ -79,10 +83,11 @@ describe("jobs: an older upload's job that writes after the newer one's, in anot
       store: through,
       chunkTokens: 48,
       overlapTokens: 0,
-      version: u.jobId,
+      version: u.version,
       stillWanted: () => documentStillWanted(db.repos.documents)(ids(u)),
     });
-  const settle = (u: Upload, result: IngestResult) => documentTracker(db.repos.documents, store)({ ...ids(u), state: "completed", result });
+  const settle = (u: Upload, result: IngestResult, through: VectorStore = store) =>
+    documentTracker(db.repos.documents, through)({ ...ids(u), state: "completed", result });
 
   const stored = async (collection: string, userId: string, source: string): Promise<StoredPoint[]> => {
     const out: StoredPoint[] = [];
@@ -143,8 +148,8 @@ describe("jobs: an older upload's job that writes after the newer one's, in anot
     // A document READY from before versions: its chunks without a job in their ids, its row naming none.
     const v0 = await upload(userId, source, versionText("zero", 4));
     const r0 = await ingestDocument(v0.doc, { engine: client, store, chunkTokens: 48, overlapTokens: 0 });
-    await db.repos.documents.ready(userId, source, v0.jobId, r0.chunks, r0.collection);
-    await db.prisma.document.updateMany({ where: { userId, source }, data: { chunksJobId: null } });
+    await db.repos.documents.ready(userId, source, v0.jobId, r0.chunks, r0.collection, v0.jobId);
+    await db.prisma.document.updateMany({ where: { userId, source }, data: { chunksVersion: null } });
     assert.ok((await retrieved(userId, "spare key")).some((t) => t.includes("version zero")), "chunks without a version are found while the row names none");
 
     for (const [v, n] of [["one", 3], ["two", 2]] as const) {
@@ -160,5 +165,76 @@ describe("jobs: an older upload's job that writes after the newer one's, in anot
       assert.equal(found.length, r.chunks);
       assert.ok(found.every((t) => t.includes(`version ${v}`)), `version ${v} is what retrieval finds`);
     }
+  });
+
+  it("a cleanup that fails after READY does not fail the job, and the next READY takes what it left", async () => {
+    const userId = (await db.repos.users.create({ username: "failed-cleanup" })).id;
+    const source = "boiler.txt";
+    const v1 = await upload(userId, source, versionText("one", 4));
+    await settle(v1, await ingest(v1, store));
+    // The store fails to delete just when the second version's job cleans up.
+    const failing: VectorStore = Object.create(store, {
+      deletePoints: { value: async () => Promise.reject(new Error("the store went away")) },
+    });
+    const v2 = await upload(userId, source, versionText("two", 3));
+    const r2 = await ingest(v2, store);
+    await assert.doesNotReject(settle(v2, r2, failing), "the job whose chunks are current does not fail");
+    const row = (await db.repos.documents.bySource(userId, source))!;
+    assert.deepEqual([row.status, row.chunksVersion], ["READY", v2.version]);
+    assert.ok((await stored(r2.collection, userId, source)).some((p) => p.payload.text!.includes("version one")), "version one is left in the store");
+    const found = await retrieved(userId, "spare key");
+    assert.equal(found.length, r2.chunks);
+    assert.ok(found.every((t) => t.includes("version two")), "only version two is retrieved");
+
+    // The next version's cleanup takes both older ones.
+    const v3 = await upload(userId, source, versionText("three", 2));
+    const r3 = await ingest(v3, store);
+    await settle(v3, r3);
+    const left = await stored(r3.collection, userId, source);
+    assert.equal(left.length, r3.chunks, "only version three's chunks are left");
+    assert.ok(left.every((p) => p.payload.text!.includes("version three")), "only version three's chunks are left");
+  });
+
+  it("uploading earlier content again is a new version, which the cleanup of the version between cannot delete", async () => {
+    const userId = (await db.repos.users.create({ username: "revert" })).id;
+    const source = "recipe.txt";
+    const textA = versionText("A", 3);
+    const a1 = await upload(userId, source, textA);
+    await settle(a1, await ingest(a1, store));
+
+    // B replaces A; its cleanup has listed A's chunks, and its delete is slow to reach the store.
+    let deleteLate: (() => Promise<number>) | undefined;
+    let listed!: () => void;
+    const listedNow = new Promise<void>((r) => (listed = r));
+    const slow: VectorStore = Object.create(store, {
+      deletePoints: {
+        value: (u: string, c: string, pointIds: readonly string[]) =>
+          new Promise<number>((resolve, reject) => {
+            deleteLate = () => store.deletePoints(u, c, pointIds).then((n) => (resolve(n), n), (e) => (reject(e), 0));
+            listed();
+          }),
+      },
+    });
+    const b = await upload(userId, source, versionText("B", 2));
+    const rb = await ingest(b, store);
+    const settledB = settle(b, rb, slow);
+    await listedNow;
+
+    // The user goes back to A: the same content, so the same job id, added again (a new job).
+    const a2 = await upload(userId, source, textA);
+    assert.equal(a2.jobId, a1.jobId, "the same content makes the same job id");
+    const ra2 = await ingest(a2, store);
+    await settle(a2, ra2);
+    // B's delete of the first A's chunks lands now.
+    await deleteLate!();
+    await settledB;
+
+    const row = (await db.repos.documents.bySource(userId, source))!;
+    assert.deepEqual([row.status, row.chunksVersion], ["READY", a2.version]);
+    const left = await stored(ra2.collection, userId, source);
+    assert.equal(left.length, ra2.chunks, "every chunk of A, uploaded again, is still stored");
+    assert.ok(left.every((p) => p.payload.text!.includes("version A")));
+    const found = await retrieved(userId, "spare key");
+    assert.equal(found.length, ra2.chunks, "and found");
   });
 });

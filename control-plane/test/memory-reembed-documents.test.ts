@@ -21,7 +21,7 @@ import { reembedDocuments } from "../src/memory/reembed-documents";
 import { VectorRetriever } from "../src/memory/retrieve";
 import { runUpkeep } from "../src/memory/upkeep";
 import { PgVectorStore } from "../src/memory/vector";
-import type { StoredPoint } from "../src/memory/vector/store";
+import { chunkPointId, type StoredPoint } from "../src/memory/vector/store";
 import { poolOf, startEmbedEngine } from "./helpers/jobs";
 import { freshPgliteDir } from "./helpers/postgres-backends";
 
@@ -96,7 +96,7 @@ describe("memory upkeep: documents re-embedded after an embedding model change",
       chunks.map((p, i) => ({ id: p.id, vector: Array.from({ length: dim }, (_, j) => Math.sin(i * 31 + j + 1)), payload: p.payload })),
     );
     if (!copyInCurrent) await store.deleteBySource(u, current, source);
-    assert.ok(await db.repos.documents.ready(u, source, `job-${name}`, res.chunks, old.name));
+    assert.ok(await db.repos.documents.ready(u, source, `job-${name}`, res.chunks, old.name, `job-${name}`));
     return { u, source, chunks, old: old.name };
   }
 
@@ -166,5 +166,34 @@ describe("memory upkeep: documents re-embedded after an embedding model change",
     assert.equal(await reembedDocuments({ documents: db.repos.documents, store, embed }), 0);
     assert.equal(await store.count(current, { userId: d.u }), 0, "nothing of it in the current collection");
     assert.equal(await store.count(d.old, { userId: d.u }), 0);
+  });
+
+  it("a new upload of the source, written by another process while the old chunks were embedded, keeps its chunks", async () => {
+    const d = await documentOfOldModel("fay");
+    const NEW = "The new boiler has no reset button: it restarts by itself after a minute.";
+    let fresh: { version: string; chunks: number } | undefined;
+    // Deleted and uploaded again through the gateway, whose ingest worker (another process: no turn orders
+    // it with upkeep's) writes the new version into the current collection, meanwhile.
+    const embed: typeof memories.embed = async (texts) => {
+      const e = await memories.embed(texts);
+      if (texts.length > 1 && !fresh) {
+        const row = (await db.repos.documents.bySource(d.u, d.source))!;
+        await store.deleteBySource(d.u, row.collection!, d.source);
+        await db.repos.documents.delete(d.u, row.id);
+        await db.repos.documents.queue(d.u, { source: d.source, mediaType: "text/plain", bytes: NEW.length, jobId: "job-fay-2" });
+        // Its write, as ingestDocument makes it (ingestDocument itself would wait for this process's turn).
+        const version = "job-fay-2.1";
+        const v = await memories.embed([NEW]);
+        await store.upsert(current, [{ id: chunkPointId(d.source, 0, version), vector: v.vectors[0]!, payload: { ...d.chunks[0]!.payload, chunk: 0, text: NEW } }]);
+        fresh = { version, chunks: 1 };
+      }
+      return e;
+    };
+    assert.equal(await reembedDocuments({ documents: db.repos.documents, store, embed }), 0);
+    assert.ok(fresh, "the new upload was written during the move");
+    const left = await all(current, d.u, d.source);
+    assert.equal(left.length, fresh.chunks, "the new upload's chunks, and nothing else");
+    assert.ok(left.every((p) => p.payload.text === NEW && p.id.endsWith(`@${fresh!.version}`)), JSON.stringify(left.map((p) => p.id)));
+    assert.equal(await store.count(d.old, { userId: d.u }), 0, "nothing of the old version in the old collection");
   });
 });

@@ -70,6 +70,11 @@ const ids = (job: IngestJob) => ({
   ...(job.data.documentId !== undefined ? { documentId: job.data.documentId } : {}),
 });
 
+/** The version an upload's chunks carry: its job's id and creation time (see startIngestWorker). */
+export function uploadVersion(jobId: string, createdAt: number): string {
+  return `${jobId}.${createdAt}`;
+}
+
 export function startIngestWorker(opts: IngestWorkerOptions): IngestWorker {
   const logger = opts.logger.child({ component: "ingest-worker" });
   const interval = opts.progressIntervalMs ?? 250;
@@ -102,8 +107,12 @@ export function startIngestWorker(opts: IngestWorkerOptions): IngestWorker {
         onProgress,
         signal,
         ...(opts.stillWanted ? { stillWanted: () => opts.stillWanted!(ids(job)) } : {}),
-        // An upload's chunks carry its job: its row names the job whose chunks are current (jobs/documents.ts).
-        ...(job.data.documentId !== undefined ? { version: job.id! } : {}),
+        // An upload's chunks carry its version, and its row names the version whose chunks are current
+        // (jobs/documents.ts). The job id alone is not one per upload: it is made from the content
+        // (queues.ts), so uploading A, B, then A again would give the third upload the first one's
+        // chunks, which the second one's cleanup may be deleting. A job added again has a new
+        // timestamp; its retries and stalled re-runs keep it.
+        ...(job.data.documentId !== undefined ? { version: uploadVersion(job.id!, job.timestamp) } : {}),
       });
       await opts.onSettled?.({ ...ids(job), state: "completed", result });
       return result;

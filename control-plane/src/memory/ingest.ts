@@ -111,8 +111,9 @@ export interface IngestOptions {
    */
   stillWanted?: () => Promise<boolean>;
   /**
-   * The upload this ingestion is for (its job id): in each chunk's point id,
-   * and then no earlier version is deleted here (see the file's comment).
+   * The upload this ingestion is for (one per upload: the worker makes it
+   * from its job): in each chunk's point id, and then no earlier version is
+   * deleted here (see the file's comment). No '#' or '@'.
    */
   version?: string;
 }
@@ -124,6 +125,8 @@ export interface IngestResult {
   tokens: number;
   /** Chunks of an earlier version of the source that were replaced (0 with a version: its tracker deletes them). */
   replaced: number;
+  /** The version the chunks carry (IngestOptions.version), if any. */
+  version?: string;
   /** The title the chunks carry when extraction found it (an HTML <title>, a PDF's Title) and the document had none. */
   title?: string;
 }
@@ -494,5 +497,12 @@ export async function ingestDocument(doc: IngestDocument, opts: IngestOptions): 
     return n;
   });
   progress({ phase: "store", done: points.length, total: points.length });
-  return { chunks: chunks.length, collection: collection.name, tokens, replaced, ...(title !== doc.title && title !== undefined ? { title } : {}) };
+  return {
+    chunks: chunks.length,
+    collection: collection.name,
+    tokens,
+    replaced,
+    ...(opts.version !== undefined ? { version: opts.version } : {}),
+    ...(title !== doc.title && title !== undefined ? { title } : {}),
+  };
 }

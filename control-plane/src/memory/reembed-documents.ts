@@ -30,7 +30,7 @@ import type { Document } from "@prisma/client";
 import type { DocumentRepository } from "../db/repositories/documents";
 import { embedBatched, inSourceTurn } from "./ingest";
 import type { Embed } from "./memories";
-import { UnknownCollectionError, chunkPointId, deleteSourceIfAny, type StoredPoint, type VectorStore } from "./vector/store";
+import { UnknownCollectionError, chunkPointId, deleteChunkVersion, type StoredPoint, type VectorStore } from "./vector/store";
 
 export interface ReembedDocumentsDeps {
   documents: DocumentRepository;
@@ -81,7 +81,7 @@ async function moveDocument(
   } catch (err) {
     if (!(err instanceof UnknownCollectionError)) throw err; // dropped with its model: only a copy in the current one can be left
   }
-  const version = row.chunksJobId ?? undefined;
+  const version = row.chunksVersion ?? undefined;
   points = points.filter((p) => p.payload.chunk !== undefined && p.id === chunkPointId(row.source, p.payload.chunk, version));
   if (points.length > 0) {
     // A chunk without text cannot be embedded again; the document is then left as it is (its re-upload replaces it).
@@ -90,14 +90,15 @@ async function moveDocument(
     const info = await deps.store.ensureCollection(e.model, e.dimensions);
     if (info.name !== current) return "model changed";
     await deps.store.upsert(current, points.map((p, i) => ({ id: p.id, vector: e.vectors[i]!, payload: p.payload })));
-    await deleteSourceIfAny(deps.store, row.userId, old, row.source); // none: deleted meanwhile, which the row's check below settles
+    // Only the version moved: another process may be writing a new upload's chunks of the source.
+    await deleteChunkVersion(deps.store, row.userId, old, row.source, version); // none: deleted meanwhile, which the row's check below settles
   } else if ((await deps.store.count(current, { userId: row.userId, source: row.source })) === 0) {
     return "skipped"; // its chunks are nowhere: nothing to embed again
   } // else an earlier run stopped between its steps 2 and 3: the chunks are in the current collection already.
   if (await deps.documents.movedTo(row.userId, row.source, old, current)) {
     if (await deps.documents.bySource(row.userId, row.source)) return "moved";
   } else if ((await deps.documents.bySource(row.userId, row.source))?.collection === current) return "moved";
-  // Deleted meanwhile: the chunks written here must not outlive it.
-  await deleteSourceIfAny(deps.store, row.userId, current, row.source);
+  // Deleted meanwhile: the chunks written here must not outlive it (a new upload's, if any, stay).
+  await deleteChunkVersion(deps.store, row.userId, current, row.source, version);
   return "skipped";
 }

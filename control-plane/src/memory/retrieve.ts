@@ -71,7 +71,7 @@ export interface RetrieverOptions {
    * The document rows, to check each document chunk against (see the file's
    * comment). Without them chunks are taken at their payload's word.
    */
-  documents?: Pick<DocumentRepository, "chunksJobs">;
+  documents?: Pick<DocumentRepository, "chunksVersions">;
 }
 
 /** Retrieval over the vector store, with query embeddings from the pool's engines. */
@@ -134,16 +134,16 @@ export class VectorRetriever implements Retriever {
     const docs = this.opts.documents;
     const sources = points.filter((p) => p.payload.kind !== MEMORY_KIND).map((p) => p.payload.source);
     if (!docs || sources.length === 0) return () => true;
-    let jobs: Map<string, string | null>;
+    let versions: Map<string, string | null>;
     try {
-      jobs = await docs.chunksJobs(userId, sources);
+      versions = await docs.chunksVersions(userId, sources);
     } catch (err) {
       throw new RetrievalUnavailableError(`the documents could not be read: ${(err as Error)?.message ?? String(err)}`, { cause: err });
     }
     return (p) => {
-      const job = jobs.get(p.payload.source);
-      if (!job) return !isVersionedChunk(p);
-      return p.payload.chunk !== undefined && p.id === chunkPointId(p.payload.source, p.payload.chunk, job);
+      const version = versions.get(p.payload.source);
+      if (!version) return !isVersionedChunk(p);
+      return p.payload.chunk !== undefined && p.id === chunkPointId(p.payload.source, p.payload.chunk, version);
     };
   }
 

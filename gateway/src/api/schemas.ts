@@ -139,7 +139,7 @@ export const Usage = z
 
 export const Source = z
   .object({
-    id: z.string().meta({ description: "The chunk's id in the vector store (a document's: <source>#<chunk>)." }),
+    id: z.string().meta({ description: "The chunk's id in the vector store (a document's: <source>#<chunk>, and an upload's <source>#<chunk>@<version>)." }),
     source: z.string().meta({ description: "The document (or memory) it came from." }),
     kind: z.string().meta({ description: "document, note, ..." }),
     title: z.string().nullable(),

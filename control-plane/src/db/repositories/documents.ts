@@ -26,7 +26,7 @@ export class DocumentRepository {
       where: { userId_source: { userId, source: d.source } },
       create: { userId, source: d.source, ...fields },
       update: { ...fields, status: "QUEUED", chunks: null, error: null, ingestedAt: null },
-      // `collection` and `chunksJobId` stay: the old version's chunks are there, and the ones retrieval
+      // `collection` and `chunksVersion` stay: the old version's chunks are there, and the ones retrieval
       // finds, until the new job is READY.
     });
   }
@@ -34,13 +34,13 @@ export class DocumentRepository {
   /**
    * The job finished: READY with its chunk count, and the title found in the
    * file (an HTML <title>, a PDF's) when the upload gave none; its chunks
-   * (the job's) become the document's current ones. False when the row is
-   * gone or belongs to another job now.
+   * (`version`'s, which the job wrote) become the document's current ones.
+   * False when the row is gone or belongs to another job now.
    */
-  async ready(userId: string, source: string, jobId: string, chunks: number, collection: string, title?: string): Promise<boolean> {
+  async ready(userId: string, source: string, jobId: string, chunks: number, collection: string, version: string, title?: string): Promise<boolean> {
     const { count } = await this.prisma.document.updateMany({
       where: { userId, source, jobId },
-      data: { status: "READY", chunks, collection, chunksJobId: jobId, error: null, ingestedAt: new Date() },
+      data: { status: "READY", chunks, collection, chunksVersion: version, error: null, ingestedAt: new Date() },
     });
     if (count === 1 && title) await this.prisma.document.updateMany({ where: { userId, source, jobId, title: null }, data: { title } });
     return count === 1;
@@ -98,16 +98,16 @@ export class DocumentRepository {
   }
 
   /**
-   * Retrieval: for each of `sources` the user has a row for, the job whose
-   * chunks are current (null when the row names none).
+   * Retrieval: for each of `sources` the user has a row for, the version
+   * whose chunks are current (null when the row names none).
    */
-  async chunksJobs(userId: string, sources: readonly string[]): Promise<Map<string, string | null>> {
+  async chunksVersions(userId: string, sources: readonly string[]): Promise<Map<string, string | null>> {
     if (sources.length === 0) return new Map();
     const rows = await this.prisma.document.findMany({
       where: { userId, source: { in: [...new Set(sources)] } },
-      select: { source: true, chunksJobId: true },
+      select: { source: true, chunksVersion: true },
     });
-    return new Map(rows.map((r) => [r.source, r.chunksJobId]));
+    return new Map(rows.map((r) => [r.source, r.chunksVersion]));
   }
 
   /** Newest first. */

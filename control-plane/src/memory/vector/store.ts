@@ -172,7 +172,14 @@ export function chunkPointId(source: string, chunk: number, version?: string): s
 
 /** Whether the point is a document chunk written with a version (chunkPointId). */
 export function isVersionedChunk(p: { id: string; payload: MemoryPayload }): boolean {
-  return p.payload.chunk !== undefined && p.id.startsWith(`${chunkPointId(p.payload.source, p.payload.chunk)}@`);
+  return chunkVersion(p) !== undefined;
+}
+
+/** The version a document chunk was written with (chunkPointId); undefined for one without, or a point that is no chunk. */
+export function chunkVersion(p: { id: string; payload: MemoryPayload }): string | undefined {
+  if (p.payload.chunk === undefined) return undefined;
+  const bare = chunkPointId(p.payload.source, p.payload.chunk);
+  return p.id.startsWith(`${bare}@`) ? p.id.slice(bare.length + 1) : undefined;
 }
 
 /** Checks deletePoints's arguments. */
@@ -187,12 +194,27 @@ export function checkIds(userId: string, ids: readonly string[]): void {
  * returns how many. 0 when there are none, or no such collection. Points of
  * other versions stay, whatever their number.
  */
-export async function deleteChunkVersion(store: VectorStore, userId: string, collection: string, source: string, version: string | undefined): Promise<number> {
+export function deleteChunkVersion(store: VectorStore, userId: string, collection: string, source: string, version: string | undefined): Promise<number> {
+  return deleteChunksWhere(store, userId, collection, source, (v) => v === version);
+}
+
+/**
+ * Deletes the user's chunks of `source` in `collection` whose version
+ * (chunkVersion; undefined: none) `drop` picks; returns how many. 0 when
+ * there are none, or no such collection.
+ */
+export async function deleteChunksWhere(
+  store: VectorStore,
+  userId: string,
+  collection: string,
+  source: string,
+  drop: (version: string | undefined) => boolean,
+): Promise<number> {
   const ids: string[] = [];
   try {
     for (let after: string | undefined; ; ) {
       const page = await store.listBySource(userId, collection, source, { limit: 1000, ...(after ? { after } : {}) });
-      for (const p of page.points) if (p.payload.chunk !== undefined && p.id === chunkPointId(source, p.payload.chunk, version)) ids.push(p.id);
+      for (const p of page.points) if (p.payload.chunk !== undefined && p.payload.source === source && drop(chunkVersion(p))) ids.push(p.id);
       if (!page.next) break;
       after = page.next;
     }
