@@ -58,12 +58,15 @@ describe("documents: upload, ingest job, list, delete", function () {
     const count = async (s: string) => (await embedder().tokenize({ text: s, addSpecial: false, parseSpecial: true, embeddingModel: true })).ids.length;
     const chunks = await chunkText(text, count, { chunkTokens: 256, overlapTokens: 32 });
     assert.equal(chunks.length, job.result.chunks);
+    // The version the chunks carry: the upload's job id and its creation time (jobs/worker.ts), which the row names.
+    const version = (await t.stack.db.repos.documents.bySource(u.userId, "big.md"))?.chunksVersion;
+    assert.ok(version?.startsWith(`${up.json.job.id}.`), `the row names a version of its upload's job (${version})`);
     for (let i = 0; i < chunks.length; i += 64) {
       const batch = chunks.slice(i, i + 64);
       const emb = await embedder().embed({ inputs: batch.map((c) => c.text), normalize: true, requestId: "" });
       for (const [k, e] of emb.embeddings.entries()) {
         const [top] = await t.stack.store!.query(collection, e.values, { topK: 1, filter: { userId: u.userId } });
-        assert.equal(top?.id, `big.md#${i + k}@${up.json.job.id}`, `chunk ${i + k} finds itself first (its id names its upload's job)`);
+        assert.equal(top?.id, `big.md#${i + k}@${version}`, `chunk ${i + k} finds itself first (its id names its upload's version)`);
         assert.equal(top!.payload.text, batch[k]!.text);
       }
     }
