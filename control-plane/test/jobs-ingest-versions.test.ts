@@ -21,6 +21,7 @@ import { silentLogger } from "../src/log";
 import { ingestDocument, type IngestDocument, type IngestResult } from "../src/memory/ingest";
 import { VectorRetriever } from "../src/memory/retrieve";
 import { PgVectorStore, type StoredPoint, type VectorPoint, type VectorStore } from "../src/memory/vector";
+import { allBySource } from "../src/memory/vector/store";
 import { poolOf, startEmbedEngine } from "./helpers/jobs";
 import { freshPgliteDir } from "./helpers/postgres-backends";
 
@@ -89,15 +90,7 @@ describe("jobs: an older upload's job that writes after the newer one's, in anot
   const settle = (u: Upload, result: IngestResult, through: VectorStore = store) =>
     documentTracker(db.repos.documents, through)({ ...ids(u), state: "completed", result });
 
-  const stored = async (collection: string, userId: string, source: string): Promise<StoredPoint[]> => {
-    const out: StoredPoint[] = [];
-    for (let after: string | undefined; ; ) {
-      const page = await store.listBySource(userId, collection, source, { limit: 100, ...(after ? { after } : {}) });
-      out.push(...page.points);
-      if (!page.next) return out;
-      after = page.next;
-    }
-  };
+  const stored = (collection: string, userId: string, source: string): Promise<StoredPoint[]> => allBySource(store, userId, collection, source, 100);
   const retrieved = async (userId: string, query: string) => (await retriever.retrieve(userId, query)).map((s) => s.text);
 
   it("the older job's write, landing after the newer job completed, is never retrieved and does not stay", async () => {

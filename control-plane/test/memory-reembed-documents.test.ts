@@ -21,7 +21,7 @@ import { reembedDocuments } from "../src/memory/reembed-documents";
 import { VectorRetriever } from "../src/memory/retrieve";
 import { runUpkeep } from "../src/memory/upkeep";
 import { PgVectorStore } from "../src/memory/vector";
-import { chunkPointId, type StoredPoint } from "../src/memory/vector/store";
+import { allBySource, chunkPointId, type StoredPoint } from "../src/memory/vector/store";
 import { poolOf, startEmbedEngine } from "./helpers/jobs";
 import { freshPgliteDir } from "./helpers/postgres-backends";
 
@@ -67,15 +67,9 @@ describe("memory upkeep: documents re-embedded after an embedding model change",
     await engine?.stop();
   });
 
-  const all = async (collection: string, userId: string, source: string): Promise<StoredPoint[]> => {
-    const out: StoredPoint[] = [];
-    for (let after: string | undefined; ; ) {
-      const page = await store.listBySource(userId, collection, source, { limit: 2, ...(after ? { after } : {}) });
-      out.push(...page.points);
-      if (!page.next) return out.sort((a, b) => a.payload.chunk! - b.payload.chunk!);
-      after = page.next;
-    }
-  };
+  // Pages of 2: the chunks span several.
+  const all = async (collection: string, userId: string, source: string): Promise<StoredPoint[]> =>
+    (await allBySource(store, userId, collection, source, 2)).sort((a, b) => a.payload.chunk! - b.payload.chunk!);
 
   /**
    * A READY document of a new user whose chunks (ingested for real) are in the retired model's collection,

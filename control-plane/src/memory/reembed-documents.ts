@@ -30,7 +30,7 @@ import type { Document } from "@prisma/client";
 import type { DocumentRepository } from "../db/repositories/documents";
 import { embedBatched, inSourceTurn } from "./ingest";
 import type { Embed } from "./memories";
-import { UnknownCollectionError, chunkPointId, deleteChunkVersion, type StoredPoint, type VectorStore } from "./vector/store";
+import { UnknownCollectionError, allBySource, chunkPointId, deleteChunkVersion, type StoredPoint, type VectorStore } from "./vector/store";
 
 export interface ReembedDocumentsDeps {
   documents: DocumentRepository;
@@ -72,12 +72,7 @@ async function moveDocument(
   const old = row.collection;
   let points: StoredPoint[] = [];
   try {
-    for (let after: string | undefined; ; ) {
-      const page = await deps.store.listBySource(row.userId, old, row.source, { limit: 256, ...(after ? { after } : {}) });
-      points.push(...page.points);
-      if (!page.next) break;
-      after = page.next;
-    }
+    points = await allBySource(deps.store, row.userId, old, row.source, 256);
   } catch (err) {
     if (!(err instanceof UnknownCollectionError)) throw err; // dropped with its model: only a copy in the current one can be left
   }

@@ -29,7 +29,7 @@ import type { EnginePool } from "../engines/pool";
 import type { DocumentRepository } from "../db/repositories/documents";
 import type { MemoryRepository } from "../db/repositories/memories";
 import { MEMORY_KIND, memorySource } from "./memories";
-import { chunkPointId, collectionName, isVersionedChunk, UnknownCollectionError, type ScoredPoint, type VectorStore } from "./vector/store";
+import { chunkVersion, collectionName, UnknownCollectionError, type ScoredPoint, type VectorStore } from "./vector/store";
 
 /** A retrieved chunk as the reply cites it. */
 export interface RetrievedSource {
@@ -140,11 +140,8 @@ export class VectorRetriever implements Retriever {
     } catch (err) {
       throw new RetrievalUnavailableError(`the documents could not be read: ${(err as Error)?.message ?? String(err)}`, { cause: err });
     }
-    return (p) => {
-      const version = versions.get(p.payload.source);
-      if (!version) return !isVersionedChunk(p);
-      return p.payload.chunk !== undefined && p.id === chunkPointId(p.payload.source, p.payload.chunk, version);
-    };
+    // A chunk of no version counts while its row names none.
+    return (p) => chunkVersion(p) === (versions.get(p.payload.source) ?? undefined);
   }
 
   /** The current text of each memory point whose row claims its vector in `collection` (by point id). */

@@ -170,11 +170,6 @@ export function chunkPointId(source: string, chunk: number, version?: string): s
   return version === undefined ? `${source}#${chunk}` : `${source}#${chunk}@${version}`;
 }
 
-/** Whether the point is a document chunk written with a version (chunkPointId). */
-export function isVersionedChunk(p: { id: string; payload: MemoryPayload }): boolean {
-  return chunkVersion(p) !== undefined;
-}
-
 /** The version a document chunk was written with (chunkPointId); undefined for one without, or a point that is no chunk. */
 export function chunkVersion(p: { id: string; payload: MemoryPayload }): string | undefined {
   if (p.payload.chunk === undefined) return undefined;
@@ -198,6 +193,17 @@ export function deleteChunkVersion(store: VectorStore, userId: string, collectio
   return deleteChunksWhere(store, userId, collection, source, (v) => v === version);
 }
 
+/** Every one of the user's points from `source` in `collection` (listBySource, page after page of `limit`). */
+export async function allBySource(store: VectorStore, userId: string, collection: string, source: string, limit = 1000): Promise<StoredPoint[]> {
+  const out: StoredPoint[] = [];
+  for (let after: string | undefined; ; ) {
+    const page = await store.listBySource(userId, collection, source, { limit, ...(after ? { after } : {}) });
+    out.push(...page.points);
+    if (!page.next) return out;
+    after = page.next;
+  }
+}
+
 /**
  * Deletes the user's chunks of `source` in `collection` whose version
  * (chunkVersion; undefined: none) `drop` picks; returns how many. 0 when
@@ -210,14 +216,10 @@ export async function deleteChunksWhere(
   source: string,
   drop: (version: string | undefined) => boolean,
 ): Promise<number> {
-  const ids: string[] = [];
   try {
-    for (let after: string | undefined; ; ) {
-      const page = await store.listBySource(userId, collection, source, { limit: 1000, ...(after ? { after } : {}) });
-      for (const p of page.points) if (p.payload.chunk !== undefined && p.payload.source === source && drop(chunkVersion(p))) ids.push(p.id);
-      if (!page.next) break;
-      after = page.next;
-    }
+    const ids = (await allBySource(store, userId, collection, source))
+      .filter((p) => p.payload.chunk !== undefined && p.payload.source === source && drop(chunkVersion(p)))
+      .map((p) => p.id);
     let n = 0;
     for (let i = 0; i < ids.length; i += 1000) n += await store.deletePoints(userId, collection, ids.slice(i, i + 1000));
     return n;
