@@ -303,6 +303,10 @@ grpc::Status TranscriptionService::Stream(grpc::ServerContext* ctx, ServerStream
   Listed listed{this, &inbox};
   std::unique_ptr<DecoderPool::Lease> lease;
   grpc::Status st = Count(DoStream(ctx, stream, inbox, &lease));
+  // The decoder goes back before End(): with a read pending, End()'s cancel
+  // is what delivers `st`, and a client that opens its next stream on seeing
+  // it must find the decoder free, not RESOURCE_EXHAUSTED.
+  lease.reset();
   inbox.End(st);
   return st;
 }
