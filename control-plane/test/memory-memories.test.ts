@@ -155,6 +155,43 @@ describe("memory: what Jota remembers about a user", function () {
     assert.equal((await memories.add(u, { text: "Noa's flat is on the third floor" })).created, true);
   });
 
+  it("a second add of the same text while the first is storing its vector waits for it: when the first is taken back, the second makes its own", async () => {
+    const u = await newUser("iker");
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let writes = 0;
+    // The first write waits at the gate, then fails; later writes go through.
+    const flaky: VectorStore = Object.create(store, {
+      upsert: {
+        value: async (...args: Parameters<VectorStore["upsert"]>) => {
+          if (writes++ > 0) return store.upsert(...args);
+          await gate;
+          throw new Error("connection to the vector store lost");
+        },
+      },
+    });
+    const withFlaky = new Memories(db.repos, flaky, pool);
+    const first = withFlaky.add(u, { text: "Iker keeps bees" }).then(
+      () => assert.fail("the first add succeeded"),
+      (e: unknown) => e,
+    );
+    // The first add's row is written and its vector write is waiting.
+    const deadline = Date.now() + 10_000;
+    while ((await db.repos.memories.list(u)).items.length === 0) {
+      assert.ok(Date.now() < deadline, "the first add never wrote its row");
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const second = withFlaky.add(u, { text: "Iker keeps bees" });
+    await new Promise((r) => setTimeout(r, 200));
+    release();
+    assert.match(String(await first), /connection to the vector store lost/);
+    const { memory, created } = await second;
+    assert.equal(created, true, "the first add's row was taken back: the second is a memory of its own");
+    assert.equal((await db.repos.memories.get(u, memory.id)).embeddingModel !== null, true, "the id the second add returned exists, claimed");
+    assert.deepEqual((await db.repos.memories.list(u)).items.map((r) => r.id), [memory.id]);
+    assert.equal(await points(u), 1);
+  });
+
   it("an add whose vector was written but not claimed (the database lost meanwhile): the vector and the row are taken back", async () => {
     const u = await newUser("ona");
     const repos = {

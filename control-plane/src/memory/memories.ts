@@ -14,7 +14,9 @@
 //   so a failed add leaves nothing; only when that undo fails too (or a crash
 //   comes first) does the row stay, unclaimed and naming where its vector may
 //   be: retrieval ignores it, a delete finds its vector, nightly upkeep
-//   embeds it, and the caller is told so (MemoryAddNotUndoneError).
+//   embeds it, and the caller is told so (MemoryAddNotUndoneError). A second
+//   add of the same text meanwhile waits for the first to settle
+//   (#settledSameText) rather than hand out an id the undo then deletes.
 // - update: the row's new text first (unclaimed, still naming its vector's
 //   collection); a vector in another collection (another model's) is then
 //   deleted and the row names the new one, as for any store; then the new
@@ -39,6 +41,12 @@ export const MEMORY_KIND = "memory";
 /** Memories of one user compared by dedupe (the newest). */
 export const MAX_DEDUPE = 2000;
 const EMBED_BATCH = 32;
+/**
+ * How long after its row is written an add may still be storing the vector (and take the row back should
+ * that fail), and how often a second add of the same text looks again meanwhile (#settledSameText).
+ */
+const IN_FLIGHT_MS = 10_000;
+const IN_FLIGHT_POLL_MS = 25;
 
 function dot(a: number[], b: number[]): number {
   let s = 0;
@@ -122,7 +130,7 @@ export class Memories {
    */
   async add(userId: string, m: NewMemory): Promise<{ memory: Memory; created: boolean }> {
     const text = Memories.clean(m.text);
-    const same = await this.rows.sameText(userId, text);
+    const same = await this.#settledSameText(userId, text);
     if (same) return { memory: same, created: false };
     const e = await this.embed([text]);
     const row = await this.rows.create(userId, { ...m, text }, e.collection);
@@ -130,6 +138,21 @@ export class Memories {
       return { memory: await this.#storeVector(row, e, 0), created: true };
     } catch (err) {
       throw await this.#undoAdd(row, err);
+    }
+  }
+
+  /**
+   * The memory with the same text, once it is no longer in flight. A row that is unclaimed and was written
+   * within IN_FLIGHT_MS may be another add's (in this process or another) that is still storing its vector,
+   * and that add takes the row back if it fails: returned now, its id would 404 a moment later. So that row
+   * is polled until it is claimed (returned), gone (undefined: this add makes its own) or older than that
+   * (returned: an add that crashed, or whose undo failed, leaves it for upkeep to embed).
+   */
+  async #settledSameText(userId: string, text: string): Promise<Memory | undefined> {
+    for (;;) {
+      const same = await this.rows.sameText(userId, text);
+      if (!same || same.embeddingModel !== null || Date.now() - same.updatedAt.getTime() >= IN_FLIGHT_MS) return same;
+      await new Promise((resolve) => setTimeout(resolve, IN_FLIGHT_POLL_MS));
     }
   }
 
