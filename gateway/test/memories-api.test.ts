@@ -159,6 +159,36 @@ describe("memories: list, add, correct, forget (REST)", function () {
     assert.equal(await count(w.userId), 0);
   });
 
+  it("the same, with the database lost as Prisma reports it (503), and with a fault that is no outage (500): both name the memory that stays", async () => {
+    const rows = t.stack.db.repos.memories;
+    const cases = [
+      { name: "prisma", fault: () => Object.assign(new Error("Server has closed the connection."), { code: "P1017" }), status: 503, code: "memory_unavailable" },
+      { name: "fault", fault: () => new TypeError("Cannot read properties of undefined (reading 'id')"), status: 500, code: "internal_error" },
+    ];
+    for (const c of cases) {
+      const w = await t.user(`mem-undo-${c.name}`);
+      const lost = <A extends unknown[], R>(f: (userId: string, ...rest: A) => Promise<R>) => async (userId: string, ...rest: A): Promise<R> => {
+        if (userId === w.userId) throw c.fault();
+        return f.call(rows, userId, ...rest);
+      };
+      Object.assign(rows, { setEmbedded: lost(rows.setEmbedded), delete: lost(rows.delete) });
+      let r;
+      try {
+        r = await api(t, w.key, "POST", "/api/v1/memories", { text: "Mi loro se llama Pico" });
+      } finally {
+        delete (rows as { setEmbedded?: unknown }).setEmbedded;
+        delete (rows as { delete?: unknown }).delete;
+      }
+      assert.equal(r.status, c.status, `${c.name}: ${r.text}`);
+      assert.equal(r.json.error.code, c.code, c.name);
+      assert.match(r.json.error.message, /memory \S+ stays, not yet embedded/, c.name);
+      if (c.status === 500) assert.doesNotMatch(r.json.error.message, /Cannot read/, "a fault's own message stays in the log");
+      const listed = (await api(t, w.key, "GET", "/api/v1/memories")).json.items;
+      assert.deepEqual(r.json.error.details, { memory_id: listed[0]?.id, embedded: false }, c.name);
+      assert.equal((await api(t, w.key, "DELETE", `/api/v1/memories/${r.json.error.details.memory_id}`)).status, 204);
+    }
+  });
+
   it("after a chat turn the extraction job reads the conversation; what it stored is what the API lists", async () => {
     const w = await t.user("mem-extract");
     const chat = await api(t, w.key, "POST", "/api/v1/chat", { content: "Me llamo Iker y soy profesor de música en Vitoria.", options: { max_tokens: 8 } });

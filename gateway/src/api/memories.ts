@@ -160,9 +160,15 @@ async function guarded<T>(op: () => Promise<T>): Promise<T> {
     if (err instanceof MemoryAddNotUndoneError) {
       // Something did change: the memory's row stays (not embedded). The status is the outage's, the message and
       // details say what is left, so the client does not take the 503 for "nothing changed".
+      const details = { memory_id: err.memoryId, embedded: false };
       const down = unavailable(err.cause);
-      if (!down) throw err; // a fault, not an outage: a 500 (the row's state is in the server's log)
-      throw new ApiError(503, "memory_unavailable", err.message, { memory_id: err.memoryId, embedded: false }, down.headers);
+      // A fault, not an outage: a 500 whose message keeps the fault to the server's log (the cause is logged).
+      if (!down)
+        throw Object.assign(
+          new ApiError(500, "internal_error", `internal error; memory ${err.memoryId} stays, not yet embedded (deleting it forgets it)`, details),
+          { cause: err },
+        );
+      throw new ApiError(503, "memory_unavailable", err.message, details, down.headers);
     }
     throw unavailable(err) ?? err; // NotFoundError (404), and anything else: a 500 without its message
   }
@@ -176,6 +182,7 @@ function unavailable(err: unknown): ApiError | undefined {
   if (err instanceof VectorStoreError && !(err instanceof DimensionMismatchError || err instanceof InvalidVectorInputError))
     return new ApiError(503, "memory_unavailable", `the vector store failed: ${err.message}`, {}, { "Retry-After": "30" });
   if (isStoreConnectionError(err)) return new ApiError(503, "memory_unavailable", `the vector store is unreachable: ${(err as Error).message}`, {}, { "Retry-After": "30" });
+  if (isDatabaseConnectionError(err)) return new ApiError(503, "memory_unavailable", `the database is unreachable: ${(err as Error).message}`, {}, { "Retry-After": "30" });
   return undefined;
 }
 
@@ -188,6 +195,15 @@ function isStoreConnectionError(err: unknown): boolean {
   const e = err as { code?: unknown; name?: unknown; cause?: { code?: unknown } } | null;
   const code = typeof e?.code === "string" ? e.code : typeof e?.cause?.code === "string" ? e.cause.code : "";
   return /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|ENOTFOUND|57P01|08\w{3})$/.test(code) || e?.name === "FetchError";
+}
+
+/**
+ * Prisma's own codes for a database it cannot use: P1001/P1002/P1008/P1017 (not reached, timed out, connection
+ * lost), P2024 (no connection free in its pool in time).
+ */
+function isDatabaseConnectionError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === "string" && /^(P100[128]|P1017|P2024)$/.test(code);
 }
 
 export function memoriesRouter(ctx: GatewayContext): Router {

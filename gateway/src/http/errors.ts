@@ -142,11 +142,19 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
   return (err, req, res, _next) => {
     const e = toApiError(err);
     if (e.status >= 500 && e.code === "internal_error")
-      log.error("request failed", { method: req.method, path: req.path, error: (err as Error)?.stack ?? String(err) });
+      log.error("request failed", { method: req.method, path: req.path, error: stackWithCauses(err) });
     if (res.headersSent) {
       res.destroy(); // mid-stream: the client sees the stream cut, never a second response
       return;
     }
     sendError(res, e);
   };
+}
+
+/** An error's stack and those of its causes (an ApiError built for the client keeps the fault as its cause). */
+function stackWithCauses(err: unknown): string {
+  const parts: string[] = [];
+  for (let e: unknown = err, depth = 0; e !== undefined && depth < 5; e = (e as { cause?: unknown })?.cause, depth++)
+    parts.push(e instanceof Error ? (e.stack ?? e.message) : String(e));
+  return parts.join("\ncaused by: ");
 }
