@@ -259,6 +259,25 @@ describe("REST POST /api/v1/chat past the synchronous limit, and /requests", fun
     assertStatus(await api(t, bob.key, "GET", `/api/v1/requests/${id}/events`, undefined, { "last-event-id": FINAL_EVENT_ID }), 404);
   });
 
+  it("a turn the runner holds that ended without its result event is not a 204: the client gets the outcome from the database", async () => {
+    const r = await api(t, alice.key, "POST", "/api/v1/chat", { content: "Name two rivers", options: { max_tokens: 20 } });
+    assert.equal(r.status, 202, r.text);
+    const id: string = r.json.request_id;
+    const done = await final(alice, id);
+    const handle = t.stack.runner.find(alice.userId, id)!;
+    await handle.result;
+    // What a turn that threw after some events leaves (TurnHandle.pump ends without done or error): the log
+    // without its result. Simulated by taking the result out, since no part here fails that way on request.
+    const log = (handle as unknown as { log: unknown[] }).log;
+    log.pop();
+    assert.equal(handle.hasResult, false);
+    const res = await events(alice, id, { "last-event-id": String(log.length - 1) });
+    assert.equal(res.status, 200, "the client has every logged event, but not how the turn ended");
+    const got = await readSse(res);
+    assert.deepEqual(got.map((e) => [e.id, e.data.type]), [[FINAL_EVENT_ID, "done"]]);
+    assert.ok(got[0]!.data.type === "done" && got[0]!.data.text === done.reply!.content);
+  });
+
   it("a request the runner does not hold (e.g. from before a restart) streams one final event from the database; one still in flight is a 409", async () => {
     const repos = t.stack.db.repos;
     const conv = await repos.conversations.create(alice.userId, { title: "old" });

@@ -88,6 +88,17 @@ export class TurnHandle {
     return this.ended;
   }
 
+  /** How many events the turn has logged so far (events() yields them first). */
+  get eventCount(): number {
+    return this.log.length;
+  }
+
+  /** Whether the last event logged is the turn's result (done or error); a turn that threw ends without one. */
+  get hasResult(): boolean {
+    const last = this.log.at(-1);
+    return last?.type === "done" || last?.type === "error";
+  }
+
   /** Every event from the turn's first, then live ones until its end. Stopping the iteration does not stop the turn. */
   async *events(signal?: AbortSignal): AsyncGenerator<TurnEvent, void, undefined> {
     let i = 0;

@@ -337,9 +337,11 @@ export function requestsRouter(ctx: GatewayContext): Router {
     const id = idParam(req, "id", "request");
     const after = lastEventId(req);
     const handle = ctx.stack.runner.find(p.userId, id);
-    if (handle) {
+    // A turn that ended without its result event (it threw) is not streamed from memory: its log never says
+    // how it ended, and a client that has all of it would be told nothing more (204). The database says.
+    if (handle && (!handle.finished || handle.hasResult)) {
       // `final` comes only from a replay of a turn that had ended; for one running here it says nothing: all of it.
-      if (handle.finished && (after === FINAL_EVENT_ID || after >= (await eventCount(handle)) - 1)) return res.status(204).end();
+      if (handle.finished && (after === FINAL_EVENT_ID || after >= handle.eventCount - 1)) return res.status(204).end();
       return streamHandle(res, handle, after === FINAL_EVENT_ID ? -1 : after);
     }
     const [stored, messages] = await Promise.all([ctx.repos.requests.get(p.userId, id), ctx.repos.messages.ofRequest(p.userId, id)]);
@@ -380,13 +382,6 @@ function lastEventId(req: HttpRequest): number | typeof FINAL_EVENT_ID {
   const h = req.headers["last-event-id"];
   if (h === undefined) return -1;
   return check(z.union([z.literal(FINAL_EVENT_ID), z.coerce.number().int().min(0)]), h, "last-event-id");
-}
-
-/** How many events a finished turn had (its log, in memory: this does not wait). */
-async function eventCount(handle: TurnHandle): Promise<number> {
-  let n = 0;
-  for await (const _ of handle.events()) n++;
-  return n;
 }
 
 function openSse(res: Response) {
