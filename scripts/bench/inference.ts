@@ -35,7 +35,11 @@ import { LlamaServer } from "../../engines/tests/helpers/reference";
 import { request } from "../../engines/tests/helpers/inference";
 import { median, round } from "./stats";
 
-const THREADS = 2;
+// The engine's, llama-bench's and llama-server's threads. The figure
+// is 2, both of this machine's cores, so a client's CPU per token comes out of
+// the decoding; BENCH_THREADS=1 leaves a core to the client and shows the
+// engine's rate with the Node client out of its way.
+const THREADS = Number(process.env.BENCH_THREADS ?? 2);
 const GEN = 128;
 const CTX = 2048;
 const RUNS = 3;
