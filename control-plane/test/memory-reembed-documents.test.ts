@@ -137,6 +137,19 @@ describe("memory upkeep: documents re-embedded after an embedding model change",
     }
   });
 
+  it("a document whose re-upload FAILED is moved too: the earlier upload's chunks, which retrieval still finds, follow the model", async () => {
+    const d = await documentOfOldModel("gil");
+    await db.repos.documents.queue(d.u, { source: d.source, mediaType: "text/markdown", bytes: 1, jobId: "job-gil-2" });
+    assert.ok(await db.repos.documents.failed(d.u, d.source, "job-gil-2", "the file is not valid UTF-8"));
+    assert.equal(await reembedDocuments({ documents: db.repos.documents, store, embed: memories.embed }), 1);
+    const row = await db.repos.documents.bySource(d.u, d.source);
+    assert.equal(row?.status, "FAILED", "still the failed re-upload's row, with its error");
+    assert.equal(row?.collection, current);
+    assert.deepEqual(await all(current, d.u, d.source), d.chunks, "the earlier upload's chunks, same ids and payloads");
+    assert.equal(await store.count(d.old, { userId: d.u }), 0);
+    assert.equal((await found(d.u, d.source, d.chunks[1]!.payload.text!))[0]?.id, d.chunks[1]!.id, "retrieved from the current collection");
+  });
+
   it("leaves documents that are not READY, and a document deleted meanwhile has no chunks left behind", async () => {
     const q = await documentOfOldModel("dan");
     // A re-upload queued: its own job writes the new version into the current collection.

@@ -38,7 +38,7 @@ export interface ReembedDocumentsDeps {
   embed: Embed;
 }
 
-/** Re-embeds the READY documents whose chunks are in another model's collection; returns how many were moved. */
+/** Re-embeds the documents (READY, or FAILED with an earlier upload's chunks) whose chunks are in another model's collection; returns how many were moved. */
 export async function reembedDocuments(deps: ReembedDocumentsDeps, opts: { batch?: number; signal?: AbortSignal } = {}): Promise<number> {
   const batch = opts.batch ?? 32;
   // The current model's collection, from a probe (as memories' reembed finds it).
@@ -68,7 +68,9 @@ async function moveDocument(
 ): Promise<"moved" | "skipped" | "model changed"> {
   // Read again in the turn: an ingestion that went before may have replaced it.
   const row = await deps.documents.bySource(seen.userId, seen.source);
-  if (!row || row.status !== "READY" || !row.collection || row.collection === current) return "skipped";
+  // FAILED: a re-upload's job failed, and the previous upload's chunks (which the row still names) are retrieved.
+  // QUEUED or PROCESSING: a job is writing the new version into the current collection, and drops the old one.
+  if (!row || (row.status !== "READY" && row.status !== "FAILED") || !row.collection || row.collection === current) return "skipped";
   const old = row.collection;
   let points: StoredPoint[] = [];
   try {

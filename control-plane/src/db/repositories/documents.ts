@@ -63,7 +63,8 @@ export class DocumentRepository {
    */
   inOtherCollection(collection: string, after: string | undefined, limit: number): Promise<Document[]> {
     return this.prisma.document.findMany({
-      where: { status: "READY", collection: { not: null }, NOT: { collection }, ...(after ? { id: { gt: after } } : {}) },
+      // FAILED too: a re-upload that failed leaves the previous upload's chunks the ones retrieval finds.
+      where: { status: { in: ["READY", "FAILED"] }, collection: { not: null }, NOT: { collection }, ...(after ? { id: { gt: after } } : {}) },
       orderBy: { id: "asc" },
       take: limit,
     });
