@@ -69,7 +69,8 @@ const UNAVAILABLE = "503 memory_unavailable when the vector store or an embeddin
 const ADD_UNAVAILABLE =
   "503 memory_unavailable when the vector store or an embedding engine cannot be used now: then nothing is changed, " +
   "unless the error's details name a `memory_id`: the memory was written but neither its vector nor taking it back succeeded (the database or the store is down), " +
-  "so it stays, listed with `embedded: false`; retrieval does not use it until upkeep embeds it, and deleting it forgets it.";
+  "so it stays, listed with `embedded: false`; retrieval does not use it until upkeep embeds it, and deleting it forgets it. " +
+  "A 500 internal_error may name a `memory_id` the same way, when what failed was no outage.";
 
 export const memoryRoutes = {
   list: {
