@@ -192,6 +192,41 @@ describe("memory: what Jota remembers about a user", function () {
     assert.equal(await points(u), 1);
   });
 
+  it("an add whose store hangs past the wait: the second add adopts the row, and the first add's undo leaves it to that add", async () => {
+    const u = await newUser("inma");
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const hanging: VectorStore = Object.create(store, {
+      upsert: {
+        value: async () => {
+          await gate;
+          throw new Error("the vector store timed out");
+        },
+      },
+    });
+    const withHanging = new Memories(db.repos, hanging, pool, { inFlightMs: 300 });
+    const first = withHanging.add(u, { text: "Inma plays the cello" }).then(
+      () => assert.fail("the first add succeeded"),
+      (e: unknown) => e,
+    );
+    const deadline = Date.now() + 10_000;
+    while ((await db.repos.memories.list(u)).items.length === 0) {
+      assert.ok(Date.now() < deadline, "the first add never wrote its row");
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const started = Date.now();
+    const second = await withHanging.add(u, { text: "Inma plays the cello" });
+    assert.ok(Date.now() - started >= 250, `the second add waited for the first (${Date.now() - started} ms)`);
+    assert.equal(second.created, false);
+    release();
+    const err = await first;
+    assert.ok(err instanceof MemoryAddNotUndoneError, String(err));
+    assert.equal(err.memoryId, second.memory.id);
+    const row = await db.repos.memories.get(u, second.memory.id);
+    assert.equal(row.embeddingModel, null, "still unclaimed: upkeep embeds it");
+    assert.equal((await db.repos.memories.list(u)).items.length, 1);
+  });
+
   it("an add whose vector was written but not claimed (the database lost meanwhile): the vector and the row are taken back", async () => {
     const u = await newUser("ona");
     const repos = {
@@ -215,7 +250,7 @@ describe("memory: what Jota remembers about a user", function () {
       throw new Error("connection to the database lost");
     };
     // The vector is stored, then the database goes: neither the claim nor the undo's delete of the row work.
-    const repos = { ...db.repos, memories: Object.create(db.repos.memories, { setEmbedded: { value: lost }, delete: { value: lost } }) };
+    const repos = { ...db.repos, memories: Object.create(db.repos.memories, { setEmbedded: { value: lost }, deleteIfUnchanged: { value: lost } }) };
     const err: unknown = await new Memories(repos, store, pool).add(u, { text: "Pau's bike is blue" }).then(
       () => assert.fail("the add succeeded"),
       (e: unknown) => e,

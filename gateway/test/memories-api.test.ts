@@ -147,13 +147,13 @@ describe("memories: list, add, correct, forget (REST)", function () {
         if (userId === w.userId) throw c.fault();
         return f.call(rows, userId, ...rest);
       };
-      Object.assign(rows, { setEmbedded: lost(rows.setEmbedded), delete: lost(rows.delete) });
+      Object.assign(rows, { setEmbedded: lost(rows.setEmbedded), deleteIfUnchanged: lost(rows.deleteIfUnchanged) });
       let r;
       try {
         r = await api(t, w.key, "POST", "/api/v1/memories", { text: "Mi loro se llama Pico" });
       } finally {
         delete (rows as { setEmbedded?: unknown }).setEmbedded;
-        delete (rows as { delete?: unknown }).delete;
+        delete (rows as { deleteIfUnchanged?: unknown }).deleteIfUnchanged;
       }
       assert.equal(r.status, c.status, `${c.name}: ${r.text}`);
       assert.equal(r.json.error.code, c.code, c.name);

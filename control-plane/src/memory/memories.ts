@@ -42,8 +42,8 @@ export const MEMORY_KIND = "memory";
 export const MAX_DEDUPE = 2000;
 const EMBED_BATCH = 32;
 /**
- * How long after its row is written an add may still be storing the vector (and take the row back should
- * that fail), and how often a second add of the same text looks again meanwhile (#settledSameText).
+ * How long a second add of the same text waits for an add still storing its vector (which takes the row back
+ * should that fail) before it adopts the row, and how often it looks again meanwhile (#settledSameText).
  */
 const IN_FLIGHT_MS = 10_000;
 const IN_FLIGHT_POLL_MS = 25;
@@ -81,7 +81,7 @@ export class MemoryAddNotUndoneError extends Error {
     super(
       `the memory could not be stored (${why(cause)}) and ` +
         (undoError === undefined
-          ? `was corrected meanwhile: memory ${memoryId} stays, with the corrected text (deleting it forgets it)`
+          ? `was changed meanwhile (corrected, or taken by another add of the same text): memory ${memoryId} stays (deleting it forgets it)`
           : `could not be taken back (${why(undoError)}): memory ${memoryId} stays, not yet embedded (retrieval does not use it until upkeep embeds it; deleting it forgets it)`),
     );
     this.name = "MemoryAddNotUndoneError";
@@ -101,6 +101,8 @@ export class Memories {
   readonly embed: Embed;
 
   readonly rows: MemoryRepository;
+  /** IN_FLIGHT_MS unless the caller (a test) sets it. */
+  private readonly inFlightMs: number;
   /** Erases a forgotten memory's text from the turns that cited it. */
   private readonly eraseCitations: (userId: string, source: string) => Promise<unknown>;
 
@@ -109,7 +111,9 @@ export class Memories {
     /** Where the vectors are; upkeep moves documents' chunks in it too. */
     readonly store: VectorStore,
     embed: EnginePool | Embed,
+    opts: { inFlightMs?: number } = {},
   ) {
+    this.inFlightMs = opts.inFlightMs ?? IN_FLIGHT_MS;
     this.rows = repos.memories;
     this.eraseCitations = (userId, source) => repos.requests.eraseSource(userId, source);
     this.embed = typeof embed === "function" ? embed : (texts) => embedTexts(embed, texts);
@@ -143,16 +147,26 @@ export class Memories {
 
   /**
    * The memory with the same text, once it is no longer in flight. A row that is unclaimed and was written
-   * within IN_FLIGHT_MS may be another add's (in this process or another) that is still storing its vector,
+   * within inFlightMs may be another add's (in this process or another) that is still storing its vector,
    * and that add takes the row back if it fails: returned now, its id would 404 a moment later. So that row
-   * is polled until it is claimed (returned), gone (undefined: this add makes its own) or older than that
-   * (returned: an add that crashed, or whose undo failed, leaves it for upkeep to embed).
+   * is polled until it is claimed (returned) or gone (undefined: this add makes its own); past inFlightMs (a
+   * stalled store, or an add that crashed or could not undo) it is adopted, which the other add's undo
+   * respects, and returned unclaimed, for upkeep to embed.
    */
   async #settledSameText(userId: string, text: string): Promise<Memory | undefined> {
+    // Also on this process's clock: `updatedAt` is the writer's, which may be ahead.
+    const giveUp = Date.now() + this.inFlightMs;
     for (;;) {
       const same = await this.rows.sameText(userId, text);
-      if (!same || same.embeddingModel !== null || Date.now() - same.updatedAt.getTime() >= IN_FLIGHT_MS) return same;
-      await new Promise((resolve) => setTimeout(resolve, IN_FLIGHT_POLL_MS));
+      if (!same || same.embeddingModel !== null) return same;
+      if (Date.now() - same.updatedAt.getTime() < this.inFlightMs && Date.now() < giveUp) {
+        await new Promise((resolve) => setTimeout(resolve, IN_FLIGHT_POLL_MS));
+        continue;
+      }
+      // An add stalled past the limit (a store that hangs) may still take the row back: adopted, it does not.
+      const adopted = await this.rows.adopt(userId, same.id, same.updatedAt);
+      if (adopted) return adopted;
+      // Changed meanwhile (claimed, corrected or taken back): look again.
     }
   }
 
@@ -168,8 +182,16 @@ export class Memories {
       const now = (await this.rows.byIds(row.userId, [row.id]))[0];
       if (!now) return cause; // gone already (deleted meanwhile: its delete took its vector)
       if (now.hash !== row.hash || now.updatedAt.getTime() !== row.updatedAt.getTime()) return new MemoryAddNotUndoneError(row.id, cause);
-      // Citations too: upkeep may have embedded and claimed the row meanwhile, and a turn cited it.
-      await this.#forget(now, true);
+      // As #forget, but the row goes only while it is unchanged: a second add of the text may adopt it
+      // meanwhile (#settledSameText), and then it is that add's memory. Citations too: upkeep may have
+      // embedded and claimed the row meanwhile, and a turn cited it.
+      await this.#dropVector(now);
+      await this.eraseCitations(now.userId, memorySource(now.id));
+      if (!(await this.rows.deleteIfUnchanged(now.userId, now.id, now.updatedAt))) {
+        if ((await this.rows.byIds(row.userId, [row.id])).length === 0) return cause; // deleted meanwhile
+        return new MemoryAddNotUndoneError(row.id, cause);
+      }
+      await this.#dropVector(now); // a correction racing this may have stored one meanwhile
       return cause;
     } catch (undoError) {
       if (undoError instanceof NotFoundError) return cause; // deleted while this undid it

@@ -114,6 +114,25 @@ export class MemoryRepository {
     return scoped("memory", id, () => this.prisma.memory.delete({ where: { id: checkId("memory", id), userId } }));
   }
 
+  /**
+   * Takes an unclaimed memory as it was seen (`updatedAt`) for a second add of its text: its `updatedAt` moves
+   * on, which tells the add still storing its vector that the row is no longer its own to take back
+   * (deleteIfUnchanged). The row as it is now, or undefined when it changed since (claimed, corrected, gone).
+   */
+  async adopt(userId: string, id: string, updatedAt: Date): Promise<Memory | undefined> {
+    const { count } = await this.prisma.memory.updateMany({
+      where: { id: checkId("memory", id), userId, updatedAt, embeddingModel: null },
+      data: { updatedAt: new Date(Math.max(Date.now(), updatedAt.getTime() + 1)) },
+    });
+    return count === 1 ? ((await this.prisma.memory.findFirst({ where: { id, userId } })) ?? undefined) : undefined;
+  }
+
+  /** Deletes the memory only if it is still as seen (`updatedAt`); false when it changed or is gone. */
+  async deleteIfUnchanged(userId: string, id: string, updatedAt: Date): Promise<boolean> {
+    const { count } = await this.prisma.memory.deleteMany({ where: { id: checkId("memory", id), userId, updatedAt } });
+    return count === 1;
+  }
+
   /** All of the user's memories (for erasing them all: the caller deletes their vectors first). */
   all(userId: string): Promise<Memory[]> {
     return this.prisma.memory.findMany({ where: { userId }, orderBy: [{ createdAt: "asc" }, { id: "asc" }] });
