@@ -137,8 +137,11 @@ describe("memories: list, add, correct, forget (REST)", function () {
     // The vector is written, then the database goes (or a bug strikes): the row can neither claim it nor be
     // deleted (only this user's: extraction jobs of the other tests' turns may be writing meanwhile).
     const cases = [
-      { name: "postgres", fault: () => Object.assign(new Error("Connection terminated unexpectedly"), { code: "57P01" }), status: 503, code: "memory_unavailable" },
+      // The shapes Prisma over @prisma/adapter-pg throws (its dist/index.js maps pg's errors to them).
+      { name: "postgres", fault: () => Object.assign(new Error("terminating connection due to administrator command"), { name: "DriverAdapterError", cause: { kind: "postgres", code: "57P01" } }), status: 503, code: "memory_unavailable" },
+      { name: "adapter", fault: () => Object.assign(new Error("ConnectionClosed"), { name: "DriverAdapterError", cause: { kind: "ConnectionClosed" } }), status: 503, code: "memory_unavailable" },
       { name: "prisma", fault: () => Object.assign(new Error("Server has closed the connection."), { code: "P1017" }), status: 503, code: "memory_unavailable" },
+      { name: "pg", fault: () => new Error("Connection terminated unexpectedly"), status: 503, code: "memory_unavailable" },
       { name: "fault", fault: () => new TypeError("Cannot read properties of undefined (reading 'id')"), status: 500, code: "internal_error" },
     ];
     for (const c of cases) {

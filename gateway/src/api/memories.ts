@@ -161,12 +161,22 @@ async function guarded<T>(op: () => Promise<T>): Promise<T> {
     if (err instanceof MemoryAddNotUndoneError) {
       // Something did change: the memory's row stays (not embedded). The status is the outage's, the message and
       // details say what is left, so the client does not take the 503 for "nothing changed".
-      const details = { memory_id: err.memoryId, embedded: false };
+      // Not undone because it failed (the row is not embedded), or because the row changed meanwhile (another
+      // add or a correction has it now, which may have embedded it).
+      const stuck = err.undoError !== undefined;
+      const details = stuck ? { memory_id: err.memoryId, embedded: false } : { memory_id: err.memoryId };
       const down = unavailable(err.cause);
       // A fault, not an outage: a 500 whose message keeps the fault to the server's log (the cause is logged).
       if (!down)
         throw Object.assign(
-          new ApiError(500, "internal_error", `internal error; memory ${err.memoryId} stays, not yet embedded (deleting it forgets it)`, details),
+          new ApiError(
+            500,
+            "internal_error",
+            stuck
+              ? `internal error; memory ${err.memoryId} stays, not yet embedded (deleting it forgets it)`
+              : `internal error; memory ${err.memoryId} was changed meanwhile and stays (deleting it forgets it)`,
+            details,
+          ),
           { cause: err },
         );
       throw new ApiError(503, "memory_unavailable", err.message, details, down.headers);
@@ -182,8 +192,9 @@ function unavailable(err: unknown): ApiError | undefined {
   // A store that refuses what it is given (a dimension mismatch) is a fault to fix, not to wait out.
   if (err instanceof VectorStoreError && !(err instanceof DimensionMismatchError || err instanceof InvalidVectorInputError))
     return new ApiError(503, "memory_unavailable", `the vector store failed: ${err.message}`, {}, { "Retry-After": "30" });
+  // Before the store's check, which knows some of the same codes: Prisma's messages name its call site, not for the client.
+  if (isDatabaseConnectionError(err)) return new ApiError(503, "memory_unavailable", "the database is unreachable", {}, { "Retry-After": "30" });
   if (isStoreConnectionError(err)) return new ApiError(503, "memory_unavailable", `the vector store is unreachable: ${(err as Error).message}`, {}, { "Retry-After": "30" });
-  if (isDatabaseConnectionError(err)) return new ApiError(503, "memory_unavailable", `the database is unreachable: ${(err as Error).message}`, {}, { "Retry-After": "30" });
   return undefined;
 }
 
@@ -198,13 +209,22 @@ function isStoreConnectionError(err: unknown): boolean {
   return /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|ENOTFOUND|57P01|08\w{3})$/.test(code) || e?.name === "FetchError";
 }
 
+/** Prisma's codes for a database it cannot reach, lost, timed out on, or that has no connection free. */
+const PRISMA_OUTAGE = /^(P1001|P1008|P1017|P2037)$/;
+/** What @prisma/adapter-pg calls those, on the error's cause when Prisma passes it on. */
+const ADAPTER_OUTAGE = new Set(["DatabaseNotReachable", "ConnectionClosed", "SocketTimeout", "TooManyConnections"]);
+
 /**
- * Prisma's own codes for a database it cannot use: P1001/P1002/P1008/P1017 (not reached, timed out, connection
- * lost), P2024 (no connection free in its pool in time).
+ * The database failing as an outage does (Prisma over @prisma/adapter-pg): Prisma's own codes, the adapter's
+ * kinds, PostgreSQL's shutting down or starting (57P01-57P03) and connection exceptions (08xxx) as the
+ * adapter passes them on, and pg's error for a connection lost mid-query, which has no code.
  */
 function isDatabaseConnectionError(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === "string" && /^(P100[128]|P1017|P2024)$/.test(code);
+  const e = err as { code?: unknown; message?: unknown; cause?: { kind?: unknown; code?: unknown } } | null;
+  if (typeof e?.code === "string" && PRISMA_OUTAGE.test(e.code)) return true;
+  if (typeof e?.cause?.kind === "string" && ADAPTER_OUTAGE.has(e.cause.kind)) return true;
+  if (typeof e?.cause?.code === "string" && /^(57P0[123]|08\w{3})$/.test(e.cause.code)) return true;
+  return typeof e?.message === "string" && /^Connection terminated/.test(e.message);
 }
 
 export function memoriesRouter(ctx: GatewayContext): Router {

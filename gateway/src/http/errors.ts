@@ -151,10 +151,15 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
   };
 }
 
-/** An error's stack and those of its causes (an ApiError built for the client keeps the fault as its cause). */
+/** An error's stack and those of its causes (an ApiError built for the client keeps the fault as its cause), undo errors included. */
 function stackWithCauses(err: unknown): string {
   const parts: string[] = [];
-  for (let e: unknown = err, depth = 0; e !== undefined && depth < 5; e = (e as { cause?: unknown })?.cause, depth++)
-    parts.push(e instanceof Error ? (e.stack ?? e.message) : String(e));
+  const stack = (e: unknown) => (e instanceof Error ? (e.stack ?? e.message) : String(e));
+  for (let e: unknown = err, depth = 0; e !== undefined && depth < 5; e = (e as { cause?: unknown })?.cause, depth++) {
+    parts.push(stack(e));
+    // MemoryAddNotUndoneError: why its undo failed, besides why the add did.
+    const undo = (e as { undoError?: unknown })?.undoError;
+    if (undo !== undefined) parts.push(`undo failed: ${stack(undo)}`);
+  }
   return parts.join("\ncaused by: ");
 }
