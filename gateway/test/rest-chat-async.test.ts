@@ -276,6 +276,13 @@ describe("REST POST /api/v1/chat past the synchronous limit, and /requests", fun
     const got = await readSse(res);
     assert.deepEqual(got.map((e) => [e.id, e.data.type]), [[FINAL_EVENT_ID, "done"]]);
     assert.ok(got[0]!.data.type === "done" && got[0]!.data.text === done.reply!.content);
+    // Its last write lost too (the row left STREAMING): not a 409 "poll", since polling would never see it end.
+    await t.stack.db.prisma.request.update({ where: { id }, data: { status: "STREAMING", finishedAt: null } });
+    const lost = await api(t, alice.key, "GET", `/api/v1/requests/${id}/events`);
+    assert.equal(lost.status, 500, lost.text);
+    assert.equal(lost.json.error.code, "internal_error");
+    assert.deepEqual(lost.json.error.details, { request_id: id, status: "STREAMING" });
+    assert.match(lost.json.error.message, /ended without its outcome being recorded/);
   });
 
   it("a request the runner does not hold (e.g. from before a restart) streams one final event from the database; one still in flight is a 409", async () => {

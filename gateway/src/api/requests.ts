@@ -345,6 +345,12 @@ export function requestsRouter(ctx: GatewayContext): Router {
       return streamHandle(res, handle, after === FINAL_EVENT_ID ? -1 : after);
     }
     const [stored, messages] = await Promise.all([ctx.repos.requests.get(p.userId, id), ctx.repos.messages.ofRequest(p.userId, id)]);
+    if (handle && !FINAL_STATUSES.includes(stored.status))
+      // It ended here without a result, and its last write did not land either: polling would wait forever.
+      throw new ApiError(500, "internal_error", `request ${id} ended without its outcome being recorded (it stays ${stored.status})`, {
+        request_id: id,
+        status: stored.status,
+      });
     if (!FINAL_STATUSES.includes(stored.status))
       throw new ApiError(409, "conflict", `request ${id} is ${stored.status} but not running on this server; poll GET /api/v1/requests/${id}`, {
         request_id: id,
