@@ -203,4 +203,16 @@ describe("memory upkeep: documents re-embedded after an embedding model change",
     assert.ok(left.every((p) => p.payload.text === NEW && p.id.endsWith(`@${fresh!.version}`)), JSON.stringify(left.map((p) => p.id)));
     assert.equal(await store.count(d.old, { userId: d.u }), 0, "nothing of the old version in the old collection");
   });
+
+  it("a FAILED re-upload whose earlier chunks went with a dropped collection is not taken as moved for its own partial chunks", async () => {
+    const d = await documentOfOldModel("hal");
+    await db.repos.documents.queue(d.u, { source: d.source, mediaType: "text/markdown", bytes: 1, jobId: "job-hal-2" });
+    // The re-upload's job wrote one chunk of its own version into the current collection, then failed for good.
+    const v = await memories.embed(["half of the new manual"]);
+    await store.upsert(current, [{ id: chunkPointId(d.source, 0, "job-hal-2.1"), vector: v.vectors[0]!, payload: { ...d.chunks[0]!.payload, text: "half of the new manual" } }]);
+    assert.ok(await db.repos.documents.failed(d.u, d.source, "job-hal-2", "the engine went away"));
+    await store.dropCollection(d.old);
+    assert.equal(await reembedDocuments({ documents: db.repos.documents, store, embed: memories.embed }), 0);
+    assert.equal((await db.repos.documents.bySource(d.u, d.source))?.collection, d.old, "not renamed: none of its chunks is in the current collection");
+  });
 });

@@ -89,8 +89,10 @@ async function moveDocument(
     await deps.store.upsert(current, points.map((p, i) => ({ id: p.id, vector: e.vectors[i]!, payload: p.payload })));
     // Only the version moved: another process may be writing a new upload's chunks of the source.
     await deleteChunkVersion(deps.store, row.userId, old, row.source, version); // none: deleted meanwhile, which the row's check below settles
-  } else if ((await deps.store.count(current, { userId: row.userId, source: row.source })) === 0) {
-    return "skipped"; // its chunks are nowhere: nothing to embed again
+  } else if (!(await allBySource(deps.store, row.userId, current, row.source, 256)).some((p) => p.payload.chunk !== undefined && p.id === chunkPointId(row.source, p.payload.chunk, version))) {
+    // Its chunks are nowhere: nothing to embed again. (Another version's in the current collection, a failed
+    // re-upload's partial write, are not its chunks.)
+    return "skipped";
   } // else an earlier run stopped between its steps 2 and 3: the chunks are in the current collection already.
   if (await deps.documents.movedTo(row.userId, row.source, old, current)) {
     if (await deps.documents.bySource(row.userId, row.source)) return "moved";
