@@ -4,6 +4,7 @@
 // same stream, in the same conversation; nothing the user said is lost.
 import assert from "node:assert/strict";
 import { status } from "@grpc/grpc-js";
+import type { ConversationLocks } from "@jota/control-plane";
 import type { AssistantClient } from "@jota/control-plane/gen/jota/v1/assistant";
 import { startTestGateway, type TestGateway, type TestUser } from "./helpers/gateway";
 import { assistantClient, auth, chunked, converse, deviceToken, engineFinals, finalsOf, jfkPcm, summary, turnsOf } from "./helpers/edge";
@@ -85,5 +86,41 @@ describe("edge gRPC: Converse barge-in", function () {
         ["ASSISTANT", answered.deltas.join("")],
       ],
     );
+  });
+
+  it("speech while the turn still waits for its busy conversation loses nothing: both utterances are one turn once it is free", async () => {
+    const dev = await deviceToken(t, alice.userId, "hall");
+    const conv = await t.stack.db.repos.conversations.create(alice.userId);
+    // Another interface's turn holds the conversation (its lock, as the runner takes it).
+    const locks = (t.stack.runner as unknown as { deps: { locks: ConversationLocks } }).deps.locks;
+    const release = await locks.acquire(conv.id);
+    let released = false;
+    try {
+      const run = converse(client, auth(dev.token)).config({ conversationId: conv.id });
+      await run.audio(utterance);
+      run.endOfAudio();
+      const firstAt = await run.waitFor("the first final", (e) => e.$case === "sttFinal");
+      await new Promise((r) => setTimeout(r, 300)); // its turn waits for the conversation now
+      await run.audio(utterance);
+      run.endOfAudio();
+      const secondAt = await run.waitFor("the second final", (e) => e.$case === "sttFinal", firstAt + 1);
+      await new Promise((r) => setTimeout(r, 300));
+      release();
+      released = true;
+      await run.waitFor("the turn's end", (e) => e.$case === "replyEnd", secondAt);
+      run.end();
+      assert.equal((await run.done).code, status.OK, summary(run.events));
+      assert.ok(!run.events.some((e) => e.$case === "error"), summary(run.events));
+      const turns = turnsOf(run.events);
+      assert.equal(turns.length, 1, summary(run.events));
+      const history = await t.stack.db.repos.messages.recent(alice.userId, conv.id, 10);
+      assert.deepEqual(
+        history.filter((m) => m.role === "USER").map((m) => m.content),
+        [`${heard} ${heard}`],
+        "what was said while the turn waited is answered with what came after",
+      );
+    } finally {
+      if (!released) release();
+    }
   });
 });

@@ -58,3 +58,38 @@ describe("edge gRPC: Converse under the stream limit", function () {
     }
   });
 });
+
+describe("edge gRPC: Converse under the rate limit (JOTA_RATE_LIMIT=1 a minute, burst 2)", function () {
+  this.timeout(180_000);
+  let t: TestGateway;
+  before(async () => {
+    t = await startTestGateway({ transcription: true, env: { JOTA_RATE_LIMIT: "1", JOTA_RATE_BURST: "2" } });
+  });
+  after(() => t?.close());
+
+  it("a turn refused rate_limited is an error event, counted once in jota_rate_limited_total", async () => {
+    const user = await t.user("chatty");
+    const dev = await deviceToken(t, user.userId, "porch");
+    const client = assistantClient(t);
+    const clip = chunked(jfkPcm().subarray(0, 3 * 32000), 3200);
+    const limited = async () => (await t.gw.ctx.metrics.rateLimited.get()).values.find((v) => v.labels.interface === "grpc")?.value ?? 0;
+    try {
+      // The call's own check takes one of the two, the first turn the other.
+      const run = converse(client, auth(dev.token)).config();
+      await run.audio(clip);
+      run.endOfAudio();
+      const firstEnd = await run.waitFor("the first turn's end", (e) => e.$case === "replyEnd");
+      const before = await limited();
+      await run.audio(clip);
+      run.endOfAudio();
+      const refusedAt = await run.waitFor("the refusal", (e) => e.$case === "error", firstEnd);
+      const refusal = run.events[refusedAt]!;
+      assert.ok(refusal.$case === "error" && refusal.value.code === "rate_limited", summary(run.events));
+      assert.equal(await limited(), before + 1);
+      run.end();
+      assert.equal((await run.done).code, status.OK, summary(run.events));
+    } finally {
+      client.close();
+    }
+  });
+});

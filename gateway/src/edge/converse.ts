@@ -261,8 +261,15 @@ export class ConverseSession {
       for await (const ev of pipelineEvents(turn.handle)) if (!this.send(ev)) await this.drained();
     } catch (err) {
       if (this.ended) return;
+      // A barge-in while the turn waited for its conversation (busy with another turn): it never began, and
+      // nothing of it was stored, so what was said goes back in the queue and is answered with the next final.
+      if (ac.signal.aborted && !cur.handle) {
+        this.pending.unshift(text);
+        return;
+      }
       const e = toServiceError(err);
-      if (e.code === status.RESOURCE_EXHAUSTED) ctx.metrics.rateLimited.inc({ interface: "grpc" });
+      // rate_limited is counted where the credential check refused it (authenticateCall).
+      if (e.code === status.RESOURCE_EXHAUSTED && e.jotaCode !== "rate_limited") ctx.metrics.rateLimited.inc({ interface: "grpc" });
       if (e.code === status.INTERNAL) this.log.error("voice turn failed to start", { error: (err as Error)?.stack ?? String(err) });
       this.send({ $case: "error", value: { code: e.jotaCode, message: e.details, requestId: "" } });
     } finally {
