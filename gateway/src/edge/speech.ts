@@ -58,7 +58,10 @@ interface EngineStream {
 }
 
 export class SpeechInput {
+  /** The engine streams not yet read to their status, oldest first (events() drops each once read). */
   private readonly streams: EngineStream[] = [];
+  /** How many engine streams this session has opened. */
+  private opened = 0;
   private current: EngineStream | undefined;
   private totalS = 0;
   private ended = false;
@@ -88,7 +91,7 @@ export class SpeechInput {
       throw err;
     }
     const s: EngineStream = {
-      index: this.streams.length,
+      index: this.opened++,
       call,
       lease,
       offsetS: this.totalS,
@@ -172,12 +175,12 @@ export class SpeechInput {
    */
   async *events(): AsyncGenerator<SpeechEvent> {
     try {
-      for (let i = 0; ; i++) {
-        while (i >= this.streams.length) {
+      for (;;) {
+        while (this.streams.length === 0) {
           if (this.ended) return;
           await new Promise<void>((r) => (this.wake = r));
         }
-        const s = this.streams[i]!;
+        const s = this.streams[0]!;
         try {
           for await (const ev of s.call as AsyncIterable<TranscriptEvent>) {
             const out = this.map(s, ev);
@@ -187,6 +190,8 @@ export class SpeechInput {
           // The status below says why.
         }
         const st = await s.status;
+        // Read to its end: a session that lives for days opens one per utterance, and keeps none of them.
+        this.streams.shift();
         if (st.code === status.OK) continue;
         if (st.code === status.CANCELLED && this.ended) return;
         throw this.engineError(s, st);
