@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { credentials, Metadata, status, type ServiceError } from "@grpc/grpc-js";
 import { HealthCheckResponse_ServingStatus as Serving, HealthClient, type HealthCheckResponse } from "@jota/control-plane/gen/grpc/health/v1/health";
+import type { ConversationLocks } from "@jota/control-plane";
 import { startTestGateway, type TestGateway } from "./helpers/gateway";
 import { assistantClient, auth, chat, chunked, converse, deviceToken, jfkPcm, turnsOf, until } from "./helpers/edge";
 
@@ -90,6 +91,29 @@ describe("edge gRPC: shutdown", function () {
       assert.ok(took < 2000, `the call ended ${took} ms after close() began`);
     } finally {
       repo.authenticate = authenticate;
+      client.close();
+      await own.close();
+    }
+  });
+
+  it("a Chat call whose turn waits for a busy conversation ends UNAVAILABLE when the server stops, not INTERNAL", async () => {
+    const own = await startTestGateway({ transcription: false });
+    const client = assistantClient(own);
+    const locks = (own.stack.runner as unknown as { deps: { locks: ConversationLocks } }).deps.locks;
+    try {
+      const user = await own.user("queued");
+      const dev = await deviceToken(own, user.userId, "doorbell");
+      const conv = await own.stack.db.repos.conversations.create(user.userId);
+      const release = await locks.acquire(conv.id);
+      const call = chat(client, auth(dev.token), { conversationId: conv.id, text: "¿Hay alguien?" });
+      await new Promise((r) => setTimeout(r, 300)); // the turn waits for the conversation now
+      await own.gw.close();
+      release();
+      const ended = await call;
+      assert.equal(ended.code, status.UNAVAILABLE, ended.details);
+      assert.match(ended.details, /the server is stopping/);
+      assert.deepEqual(ended.metadata?.get("jota-error-code"), ["unavailable"]);
+    } finally {
       client.close();
       await own.close();
     }

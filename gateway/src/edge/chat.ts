@@ -11,7 +11,7 @@ import type { ChatEvent, ChatRequest } from "@jota/control-plane/gen/jota/v1/ass
 import type { GatewayContext } from "../context";
 import { authenticateCall } from "./auth";
 import type { DeviceConversations } from "./devices";
-import { toServiceError } from "./errors";
+import { EdgeError, toServiceError } from "./errors";
 import { chatInput } from "./settings";
 import { pipelineEvents, startDeviceTurn } from "./turns";
 
@@ -50,7 +50,8 @@ export async function serveChat(deps: ChatDeps, call: ServerWritableStream<ChatR
     return status.OK;
   } catch (err) {
     if (cancelled) return status.CANCELLED;
-    const e = toServiceError(err);
+    // The server stopping ends a turn that still waited for a busy conversation: that is no internal error.
+    const e = toServiceError(stopping.aborted ? new EdgeError(status.UNAVAILABLE, "unavailable", "the server is stopping") : err);
     if (e.code === status.INTERNAL) deps.log.error("chat failed", { error: (err as Error)?.stack ?? String(err) });
     if (e.code === status.RESOURCE_EXHAUSTED && e.jotaCode !== "rate_limited") ctx.metrics.rateLimited.inc({ interface: "grpc" });
     call.emit("error", e);
