@@ -181,6 +181,12 @@ const CASES: Record<string, Record<string, [Outcome, (r: Repositories, intruder:
     embeddingInto: ["empty", async (r, i, v) => ((await r.memories.embeddingInto(i, v.memoryId, "secret fact of victim", "c")) ? ["set"] : [])],
     all: ["empty", async (r, i) => (await r.memories.all(i)).filter((m) => m.userId !== i)],
     deleteMany: ["empty", async (r, i, v) => ((await r.memories.deleteMany(i, [v.memoryId])) ? ["deleted"] : [])],
+    // With the victim's real updatedAt, as if the intruder had guessed it: the user still decides.
+    adopt: ["empty", async (r, i, v) => ((await r.memories.adopt(i, v.memoryId, (await r.memories.get(v.userId, v.memoryId)).updatedAt)) ? ["adopted"] : [])],
+    deleteIfUnchanged: [
+      "empty",
+      async (r, i, v) => ((await r.memories.deleteIfUnchanged(i, v.memoryId, (await r.memories.get(v.userId, v.memoryId)).updatedAt)) ? ["deleted"] : []),
+    ],
     delete: ["not found", (r, i, v) => r.memories.delete(i, v.memoryId)],
   },
 };

@@ -87,9 +87,15 @@ describe("inference: concurrent streams", function () {
   });
 
   it("Info reports busy slots while streams run, and none after", async () => {
-    const running = Promise.all([0, 1].map((i) => h.generate(prompt(`stream ${i}`, { maxTokens: 400 }))));
-    await new Promise((r) => setTimeout(r, 50));
-    const during = await h.info();
+    let finished = false;
+    const running = Promise.all([0, 1].map((i) => h.generate(prompt(`stream ${i}`, { maxTokens: 400 })))).finally(() => (finished = true));
+    // Polled until the streams have been admitted (a loaded machine takes a while to set up the calls);
+    // two 400-token streams run for seconds, so seeing them end first is the failure.
+    let during = await h.info();
+    while (during.slotsBusy < 1 && !finished) {
+      await new Promise((r) => setTimeout(r, 5));
+      during = await h.info();
+    }
     await running;
     const after = await h.info();
     assert.ok(during.slotsBusy >= 1, `slotsBusy ${during.slotsBusy} while streaming`);
