@@ -227,6 +227,47 @@ describe("memory: what Jota remembers about a user", function () {
     assert.equal((await db.repos.memories.list(u)).items.length, 1);
   });
 
+  it("an add whose claim landed though the add saw it fail: the claimed row and its vector stay, and the error names it", async () => {
+    const u = await newUser("olga");
+    const rows = db.repos.memories;
+    // The claim commits, then the connection goes before the add reads the row back.
+    const repos = {
+      ...db.repos,
+      memories: Object.create(rows, {
+        setEmbedded: {
+          value: async (...args: Parameters<typeof rows.setEmbedded>) => {
+            await rows.setEmbedded(...args);
+            throw new Error("connection to the database lost");
+          },
+        },
+      }),
+    };
+    const err: unknown = await new Memories(repos, store, pool).add(u, { text: "Olga sings in a choir" }).then(
+      () => assert.fail("the add succeeded"),
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof MemoryAddNotUndoneError, String(err));
+    const row = await rows.get(u, err.memoryId);
+    assert.equal(row.embeddingModel !== null, true, "claimed: fully stored");
+    assert.equal(await points(u), 1, "its vector stays with it");
+    assert.equal((await memories.search(u, "Olga sings in a choir", 1))[0]?.memory.id, row.id);
+  });
+
+  it("an adopted row does not look in flight again: the next add of its text is answered at once", async () => {
+    const u = await newUser("pilar");
+    const quick = new Memories(db.repos, store, pool, { inFlightMs: 300 });
+    // A row an add left unclaimed (it crashed, or its undo failed).
+    const left = await db.repos.memories.create(u, { text: "Pilar grows tomatoes" }, collection);
+    const first = await quick.add(u, { text: "Pilar grows tomatoes" });
+    assert.equal(first.memory.id, left.id);
+    // At once after the adoption: the row was created past the wait ago, though adopted just now.
+    const started = performance.now();
+    const again = await quick.add(u, { text: "Pilar grows tomatoes" });
+    const took = performance.now() - started;
+    assert.equal(again.memory.id, left.id);
+    assert.ok(took < 250, `answered in ${Math.round(took)} ms, not after another wait`);
+  });
+
   it("an add whose vector was written but not claimed (the database lost meanwhile): the vector and the row are taken back", async () => {
     const u = await newUser("ona");
     const repos = {

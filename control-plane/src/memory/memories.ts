@@ -146,7 +146,7 @@ export class Memories {
   }
 
   /**
-   * The memory with the same text, once it is no longer in flight. A row that is unclaimed and was written
+   * The memory with the same text, once it is no longer in flight. A row that is unclaimed and was created
    * within inFlightMs may be another add's (in this process or another) that is still storing its vector,
    * and that add takes the row back if it fails: returned now, its id would 404 a moment later. So that row
    * is polled until it is claimed (returned) or gone (undefined: this add makes its own); past inFlightMs (a
@@ -159,7 +159,8 @@ export class Memories {
     for (;;) {
       const same = await this.rows.sameText(userId, text);
       if (!same || same.embeddingModel !== null) return same;
-      if (Date.now() - same.updatedAt.getTime() < this.inFlightMs && Date.now() < giveUp) {
+      // From its creation: only the add that created a row takes it back (an adoption does not make it young again).
+      if (Date.now() - same.createdAt.getTime() < this.inFlightMs && Date.now() < giveUp) {
         await new Promise((resolve) => setTimeout(resolve, IN_FLIGHT_POLL_MS));
         continue;
       }
@@ -181,17 +182,20 @@ export class Memories {
     try {
       const now = (await this.rows.byIds(row.userId, [row.id]))[0];
       if (!now) return cause; // gone already (deleted meanwhile: its delete took its vector)
-      if (now.hash !== row.hash || now.updatedAt.getTime() !== row.updatedAt.getTime()) return new MemoryAddNotUndoneError(row.id, cause);
-      // As #forget, but the row goes only while it is unchanged: a second add of the text may adopt it
-      // meanwhile (#settledSameText), and then it is that add's memory. Citations too: upkeep may have
-      // embedded and claimed the row meanwhile, and a turn cited it.
+      // Corrected, adopted by a second add of the text (#settledSameText), or claimed (fully stored: the claim
+      // landed though the add saw it fail, or upkeep embedded it): no longer this add's to take back.
+      if (now.hash !== row.hash || now.updatedAt.getTime() !== row.updatedAt.getTime() || now.embeddingModel !== null)
+        return new MemoryAddNotUndoneError(row.id, cause);
+      // As #forget, but the row goes only while it is still so (deleteIfUnchanged). Citations too: a turn may
+      // have cited it if upkeep claimed it for a moment.
       await this.#dropVector(now);
       await this.eraseCitations(now.userId, memorySource(now.id));
-      if (!(await this.rows.deleteIfUnchanged(now.userId, now.id, now.updatedAt))) {
+      const gone = await this.rows.deleteIfUnchanged(now.userId, now.id, now.updatedAt);
+      if (!gone) {
         if ((await this.rows.byIds(row.userId, [row.id])).length === 0) return cause; // deleted meanwhile
         return new MemoryAddNotUndoneError(row.id, cause);
       }
-      await this.#dropVector(now); // a correction racing this may have stored one meanwhile
+      await this.#dropVector(gone); // upkeep racing this may have stored one meanwhile, in the collection the row named then
       return cause;
     } catch (undoError) {
       if (undoError instanceof NotFoundError) return cause; // deleted while this undid it

@@ -127,10 +127,18 @@ export class MemoryRepository {
     return count === 1 ? ((await this.prisma.memory.findFirst({ where: { id, userId } })) ?? undefined) : undefined;
   }
 
-  /** Deletes the memory only if it is still as seen (`updatedAt`); false when it changed or is gone. */
-  async deleteIfUnchanged(userId: string, id: string, updatedAt: Date): Promise<boolean> {
-    const { count } = await this.prisma.memory.deleteMany({ where: { id: checkId("memory", id), userId, updatedAt } });
-    return count === 1;
+  /**
+   * Deletes the memory only while it is as an add left it: unchanged since `updatedAt` and unclaimed (a claimed
+   * row is fully stored, whoever claimed it). The deleted row (its collection as it was at the delete), or
+   * undefined when it changed, was claimed or is gone.
+   */
+  async deleteIfUnchanged(userId: string, id: string, updatedAt: Date): Promise<Memory | undefined> {
+    try {
+      return await this.prisma.memory.delete({ where: { id: checkId("memory", id), userId, updatedAt, embeddingModel: null } });
+    } catch (err) {
+      if ((err as { code?: unknown }).code === "P2025") return undefined; // no such row, as seen
+      throw err;
+    }
   }
 
   /** All of the user's memories (for erasing them all: the caller deletes their vectors first). */
