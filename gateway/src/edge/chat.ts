@@ -13,7 +13,7 @@ import { authenticateCall } from "./auth";
 import type { DeviceConversations } from "./devices";
 import { EdgeError, toServiceError } from "./errors";
 import { chatInput } from "./settings";
-import { pipelineEvents, startDeviceTurn } from "./turns";
+import { abortedBy, pipelineEvents, startDeviceTurn } from "./turns";
 
 export interface ChatDeps {
   ctx: GatewayContext;
@@ -51,7 +51,7 @@ export async function serveChat(deps: ChatDeps, call: ServerWritableStream<ChatR
   } catch (err) {
     if (cancelled) return status.CANCELLED;
     // The server stopping ends a turn that still waited for a busy conversation: that is no internal error.
-    const e = toServiceError(stopping.aborted ? new EdgeError(status.UNAVAILABLE, "unavailable", "the server is stopping") : err);
+    const e = toServiceError(abortedBy(err, end.signal) && stopping.aborted ? new EdgeError(status.UNAVAILABLE, "unavailable", "the server is stopping") : err);
     if (e.code === status.INTERNAL) deps.log.error("chat failed", { error: (err as Error)?.stack ?? String(err) });
     if (e.code === status.RESOURCE_EXHAUSTED && e.jotaCode !== "rate_limited") ctx.metrics.rateLimited.inc({ interface: "grpc" });
     call.emit("error", e);

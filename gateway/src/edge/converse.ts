@@ -38,7 +38,7 @@ import { authenticateCall } from "./auth";
 import { EdgeError, toServiceError } from "./errors";
 import { checkAudio, converseSettings, type ConverseSettings } from "./settings";
 import { SpeechInput } from "./speech";
-import { pipelineEvents, startDeviceTurn } from "./turns";
+import { abortedBy, pipelineEvents, startDeviceTurn } from "./turns";
 
 export interface ConverseDeps {
   ctx: GatewayContext;
@@ -203,7 +203,7 @@ export class ConverseSession {
   /** A user message to answer: aborts the running turn (barge-in) and queues this one. */
   private enqueue(text: string) {
     this.pending.push(text);
-    this.bargeIn("barge-in: the user spoke again");
+    this.bargeIn("barge-in: the user spoke again", true);
     if (this.looping) return;
     this.looping = true;
     void this.runTurns();
@@ -223,9 +223,14 @@ export class ConverseSession {
     return new Promise((r) => (this.turnsIdle = r));
   }
 
-  private bargeIn(reason: string) {
+  /**
+   * `final`: a final is queued. Speech alone (its start, a partial) leaves a turn that has not begun yet (its
+   * credential check, its wait for a busy conversation) to go on: aborted there, it would be queued again
+   * (runTurn) and retried at every partial; the final that follows aborts it, and it is answered with that.
+   */
+  private bargeIn(reason: string, final = false) {
     const cur = this.current;
-    if (cur && !cur.ac.signal.aborted) {
+    if (cur && !cur.ac.signal.aborted && (final || cur.handle)) {
       this.log.info("barge-in", { requestId: cur.handle?.requestId });
       cur.ac.abort(new Error(reason));
     }
@@ -263,7 +268,7 @@ export class ConverseSession {
       if (this.ended) return;
       // A barge-in while the turn waited for its conversation (busy with another turn): it never began, and
       // nothing of it was stored, so what was said goes back in the queue and is answered with the next final.
-      if (ac.signal.aborted && !cur.handle) {
+      if (!cur.handle && abortedBy(err, ac.signal)) {
         this.pending.unshift(text);
         return;
       }

@@ -45,6 +45,16 @@ export async function startDeviceTurn(
   return { handle: started.handle, conversationId: started.conversationId };
 }
 
+/**
+ * Whether startDeviceTurn failed because `signal` aborted it (while it waited for a busy conversation): the
+ * turn's wait rejects with an Error carrying the abort's reason (TurnHandle.abort), not the reason itself.
+ */
+export function abortedBy(err: unknown, signal: AbortSignal): boolean {
+  if (!signal.aborted || !(err instanceof Error)) return false;
+  const reason: unknown = signal.reason;
+  return err === reason || err.message === (typeof reason === "string" ? reason : (reason as Error | undefined)?.message);
+}
+
 const ROUTES = { chat: Route.ROUTE_CHAT, command: Route.ROUTE_COMMAND, needs_context: Route.ROUTE_NEEDS_CONTEXT } as const;
 
 /** The pipeline event of one TurnEvent (undefined for `accepted`, which a device does not need). */
