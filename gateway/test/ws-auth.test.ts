@@ -101,6 +101,29 @@ describe("ws: authentication and authorisation at the upgrade", function () {
     assert.deepEqual(await stored(t.stack, v.userId), before);
   });
 
+  it("a key revoked while a turn streams to a peer that stops reading: the turn ends at once, not when the close handshake gives up", async () => {
+    const v = await t.user("ws-auth-deaf");
+    const c = await connect(t, v.userId, v.key);
+    c.send({ type: "message", id: "long", content: "Talk without stopping", options: { max_tokens: 4000 } });
+    const start = await c.waitFor((f) => f.type === "start" && f.id === "long", "the long turn's start");
+    await c.waitFor((f) => f.type === "token" && f.request_id === start.request_id, "its first token");
+    await t.stack.db.repos.apiKeys.revoke(v.userId, v.keyId);
+    c.send({ type: "message", id: "late", content: "hola" });
+    // The peer reads nothing more: neither the error frame nor the close (ws waits 30 s for its answer).
+    c.ws.pause();
+    try {
+      const deadline = Date.now() + 10_000;
+      let req = await t.stack.db.repos.requests.get(v.userId, start.request_id);
+      while (req.status !== "ABORTED" && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 50));
+        req = await t.stack.db.repos.requests.get(v.userId, start.request_id);
+      }
+      assert.deepEqual([req.status, req.finishReason], ["ABORTED", "cancelled"], "the revoked key's turn stopped");
+    } finally {
+      c.ws.terminate();
+    }
+  });
+
   it("a database failure while re-checking the key: internal_error frame, logged, the socket stays open and the next message works", async () => {
     const v = await t.user("ws-auth-hiccup");
     const c = await connect(t, v.userId, v.key);

@@ -230,16 +230,25 @@ export class ChatConnection {
       // nothing about it: closing 1008 would tell the client its key was revoked,
       // and would cut off every client that sends a frame while it lasts.
       if (e.code !== "unauthorized" && e.code !== "forbidden") throw err;
-      this.outbox.send(errorFrame(e, { id }));
-      this.ws.close(CLOSE.policy, "credential no longer valid");
+      this.refuseCredential(e, id);
       return undefined;
     }
     if (!hasScope(p, "chat")) {
-      this.outbox.send(errorFrame(ApiError.forbidden("this credential lacks the 'chat' scope"), { id }));
-      this.ws.close(CLOSE.policy, "credential no longer valid");
+      this.refuseCredential(ApiError.forbidden("this credential lacks the 'chat' scope"), id);
       return undefined;
     }
     return p;
+  }
+
+  /**
+   * The credential is gone: the socket's running turns end now, then it closes 1008. Not at the close
+   * event: a peer that does not read (its socket paused, its buffer full) never answers the close, and ws
+   * waits 30 s for it, while the turns of a revoked key would stream on.
+   */
+  private refuseCredential(e: ApiError, id: FrameId | undefined) {
+    for (const t of this.turns) this.abortTurn(t, "the credential is no longer valid");
+    this.outbox.send(errorFrame(e, { id }));
+    this.ws.close(CLOSE.policy, "credential no longer valid");
   }
 
   private async forward(t: SocketTurn, started: StartedTurn) {
