@@ -43,6 +43,14 @@ describe("memory: what Jota remembers about a user", function () {
   });
 
   const newUser = async (name: string) => (await db.repos.users.create({ username: name })).id;
+  /** Resolves once an add in flight has written the user's first row. */
+  const firstRowWritten = async (userId: string) => {
+    const deadline = Date.now() + 10_000;
+    while ((await db.repos.memories.list(userId)).items.length === 0) {
+      assert.ok(Date.now() < deadline, "the first add never wrote its row");
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
   /** The user's memory points in the current collection. */
   const points = (userId: string, source?: string) => store.count(collection, { userId, kind: MEMORY_KIND, ...(source ? { source } : {}) });
 
@@ -175,12 +183,7 @@ describe("memory: what Jota remembers about a user", function () {
       () => assert.fail("the first add succeeded"),
       (e: unknown) => e,
     );
-    // The first add's row is written and its vector write is waiting.
-    const deadline = Date.now() + 10_000;
-    while ((await db.repos.memories.list(u)).items.length === 0) {
-      assert.ok(Date.now() < deadline, "the first add never wrote its row");
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    await firstRowWritten(u); // and its vector write is waiting
     const second = withFlaky.add(u, { text: "Iker keeps bees" });
     await new Promise((r) => setTimeout(r, 200));
     release();
@@ -209,11 +212,7 @@ describe("memory: what Jota remembers about a user", function () {
       () => assert.fail("the first add succeeded"),
       (e: unknown) => e,
     );
-    const deadline = Date.now() + 10_000;
-    while ((await db.repos.memories.list(u)).items.length === 0) {
-      assert.ok(Date.now() < deadline, "the first add never wrote its row");
-      await new Promise((r) => setTimeout(r, 10));
-    }
+    await firstRowWritten(u);
     const started = Date.now();
     const second = await withHanging.add(u, { text: "Inma plays the cello" });
     assert.ok(Date.now() - started >= 250, `the second add waited for the first (${Date.now() - started} ms)`);

@@ -186,17 +186,12 @@ export class Memories {
       // landed though the add saw it fail, or upkeep embedded it): no longer this add's to take back.
       if (now.hash !== row.hash || now.updatedAt.getTime() !== row.updatedAt.getTime() || now.embeddingModel !== null)
         return new MemoryAddNotUndoneError(row.id, cause);
-      // As #forget, but the row goes only while it is still so (deleteIfUnchanged). Citations too: a turn may
-      // have cited it if upkeep claimed it for a moment.
-      await this.#dropVector(now);
-      await this.eraseCitations(now.userId, memorySource(now.id));
-      const gone = await this.rows.deleteIfUnchanged(now.userId, now.id, now.updatedAt);
-      if (!gone) {
-        if ((await this.rows.byIds(row.userId, [row.id])).length === 0) return cause; // deleted meanwhile
-        return new MemoryAddNotUndoneError(row.id, cause);
-      }
-      await this.#dropVector(gone); // upkeep racing this may have stored one meanwhile, in the collection the row named then
-      return cause;
+      // The row goes only while it is still so (deleteIfUnchanged). Citations too: a turn may have cited it if
+      // upkeep claimed it for a moment.
+      const gone = await this.#forget(now, true, (r) => this.rows.deleteIfUnchanged(r.userId, r.id, r.updatedAt));
+      if (gone) return cause;
+      if ((await this.rows.byIds(row.userId, [row.id])).length === 0) return cause; // deleted meanwhile
+      return new MemoryAddNotUndoneError(row.id, cause);
     } catch (undoError) {
       if (undoError instanceof NotFoundError) return cause; // deleted while this undid it
       return new MemoryAddNotUndoneError(row.id, cause, undoError);
@@ -220,15 +215,20 @@ export class Memories {
 
   /**
    * The vector, then the citations (a failure there leaves the row, so the
-   * caller can try again), then the row; then the vector once more: a
-   * correction racing this delete may have stored one meanwhile (under the
-   * collection the deleted row names).
+   * caller can try again), then the row (`remove`: unconditionally, unless
+   * the caller deletes it only on a condition, and then undefined when it
+   * stays); then the vector once more: a correction racing this delete may
+   * have stored one meanwhile (under the collection the deleted row names).
    */
-  async #forget(row: Memory, eraseCitations: boolean): Promise<Memory> {
+  async #forget<R extends Memory | undefined = Memory>(
+    row: Memory,
+    eraseCitations: boolean,
+    remove: (row: Memory) => Promise<R> = (r) => this.rows.delete(r.userId, r.id) as Promise<R>,
+  ): Promise<R> {
     await this.#dropVector(row);
     if (eraseCitations) await this.eraseCitations(row.userId, memorySource(row.id));
-    const gone = await this.rows.delete(row.userId, row.id);
-    await this.#dropVector(gone);
+    const gone = await remove(row);
+    if (gone) await this.#dropVector(gone);
     return gone;
   }
 

@@ -79,7 +79,8 @@ async function moveDocument(
     if (!(err instanceof UnknownCollectionError)) throw err; // dropped with its model: only a copy in the current one can be left
   }
   const version = row.chunksVersion ?? undefined;
-  points = points.filter((p) => p.payload.chunk !== undefined && p.id === chunkPointId(row.source, p.payload.chunk, version));
+  const ofRow = (p: StoredPoint) => p.payload.chunk !== undefined && p.id === chunkPointId(row.source, p.payload.chunk, version);
+  points = points.filter(ofRow);
   if (points.length > 0) {
     // A chunk without text cannot be embedded again; the document is then left as it is (its re-upload replaces it).
     if (points.some((p) => typeof p.payload.text !== "string" || p.payload.text === "")) return "skipped";
@@ -89,7 +90,7 @@ async function moveDocument(
     await deps.store.upsert(current, points.map((p, i) => ({ id: p.id, vector: e.vectors[i]!, payload: p.payload })));
     // Only the version moved: another process may be writing a new upload's chunks of the source.
     await deleteChunkVersion(deps.store, row.userId, old, row.source, version); // none: deleted meanwhile, which the row's check below settles
-  } else if (!(await allBySource(deps.store, row.userId, current, row.source, 256)).some((p) => p.payload.chunk !== undefined && p.id === chunkPointId(row.source, p.payload.chunk, version))) {
+  } else if (!(await allBySource(deps.store, row.userId, current, row.source, 256)).some(ofRow)) {
     // Its chunks are nowhere: nothing to embed again. (Another version's in the current collection, a failed
     // re-upload's partial write, are not its chunks.)
     return "skipped";
